@@ -1,0 +1,133 @@
+"""The HTTP app: routes, response headers, conditional requests, errors as plain text."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from typing import AsyncIterator
+from urllib.parse import quote
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from .config import Settings
+from .errors import ImageError
+from .params import parse_request
+from .service import ImageService, Served
+from .transform import EXTENSIONS, configure_libvips
+
+log = logging.getLogger("imgopt")
+
+STATIC_CACHE_CONTROL = "public, max-age=315360000, immutable"
+_NO_CACHE = re.compile(r"(?:^|,)\s*no-cache\s*(?:,|$)", re.I)
+_NOT_LATIN1 = re.compile(r"[^\x20-\x7e\xa0-\xff]")
+
+
+def file_name(href: str, mime: str) -> str:
+    """Next's getFileNameWithExtension: last path segment, up to its first dot, plus extension."""
+    segment = href.split("?", 1)[0].split("/")[-1]
+    ext = EXTENSIONS.get(mime)
+    if not segment or not ext:
+        return "image.bin"
+    return f"{segment.split('.', 1)[0]}.{ext}"
+
+
+def content_disposition(kind: str, name: str) -> str:
+    """As the content-disposition npm package: a Latin-1 fallback plus filename* when needed."""
+    fallback = _NOT_LATIN1.sub("?", name)
+    quoted_ok = re.fullmatch(r"[\x20-\x7e\x80-\xff]+", name) is not None
+    parts = [kind]
+    if quoted_ok or fallback != name:
+        value = fallback.replace("\\", "\\\\").replace('"', '\\"')
+        parts.append(f'filename="{value}"')
+    if fallback != name or not quoted_ok or re.search(r"%[0-9A-Fa-f]{2}", name):
+        parts.append("filename*=UTF-8''" + quote(name, safe="-_.!~"))
+    return "; ".join(parts)
+
+
+def is_fresh(request: Request, etag: str) -> bool:
+    """The `fresh` npm package's rule, as Next uses it for 304s."""
+    inm = request.headers.get("if-none-match")
+    ims = request.headers.get("if-modified-since")
+    if not inm and not ims:
+        return False
+    if _NO_CACHE.search(request.headers.get("cache-control", "")):
+        return False
+    if inm and inm.strip() != "*":
+        tokens = [t.strip() for t in inm.split(",")]
+        if not any(t == etag or t == f"W/{etag}" or f"W/{t}" == etag for t in tokens):
+            return False
+    return not ims  # no Last-Modified is sent, so If-Modified-Since never matches
+
+
+def error_response(e: ImageError) -> Response:
+    headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+    if e.retry_after is not None:
+        headers["Retry-After"] = str(e.retry_after)
+    return PlainTextResponse(e.message, status_code=e.status, headers=headers)
+
+
+def image_response(request: Request, served: Served, href: str, is_static: bool, settings: Settings) -> Response:
+    entry = served.entry
+    headers = {
+        "Vary": "Accept",
+        "Cache-Control": STATIC_CACHE_CONTROL if is_static else f"public, max-age={entry.max_age}, must-revalidate",
+        "ETag": entry.etag,
+    }
+    if is_fresh(request, entry.etag):
+        return Response(status_code=304, headers=headers)
+    cfg = settings.images
+    headers.update({
+        "Content-Type": entry.mime,
+        "Content-Disposition": content_disposition(cfg.content_disposition_type, file_name(href, entry.mime)),
+        "Content-Security-Policy": cfg.content_security_policy,
+        "X-Content-Type-Options": "nosniff",
+        "X-Nextjs-Cache": served.state,
+        "Content-Length": str(len(entry.body)),
+    })
+    body = b"" if request.method == "HEAD" else entry.body
+    return Response(body, status_code=200, headers=headers)
+
+
+def create_app(settings: Settings) -> Starlette:
+    configure_libvips()
+    service = ImageService(settings)
+
+    async def image(request: Request) -> Response:
+        try:
+            req = parse_request(
+                request.scope.get("query_string", b"").decode("utf-8", "replace"),
+                request.headers.get("accept", ""),
+                settings.images,
+            )
+            served = await service.get(req)
+            return image_response(request, served, req.href, req.is_static, settings)
+        except ImageError as e:
+            return error_response(e)
+        except Exception:  # a bug must still get an answer, and a trace in the log
+            log.exception("unexpected error for %s", request.url)
+            return error_response(ImageError(500, "Internal error while optimizing the image"))
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await service.aclose()
+
+    app = Starlette(
+        routes=[
+            Route("/_next/image", image, methods=["GET", "HEAD"]),
+            Route("/_next/image/", image, methods=["GET", "HEAD"]),
+            Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    return app

@@ -1,0 +1,149 @@
+"""`imgopt serve`: flags, each also read from IMGOPT_<FLAG>; flag over variable over default."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .config import ConfigError, ImagesConfig, Settings, load_images_config
+
+
+def _size(text: str) -> int:
+    """Bytes, with an optional K/M/G suffix (powers of 1024)."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(t[-1:], 1)
+    number = t[:-1] if mult > 1 else t
+    value = int(float(number) * mult)
+    if value < 0:
+        raise ValueError("negative size")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be more than 0")
+    return value
+
+
+# flag, type, help. The environment variable is IMGOPT_ + the flag in upper case.
+OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
+    ("host", str, "address to bind (default 127.0.0.1)"),
+    ("port", int, "port to listen on (default 3001)"),
+    ("config", str, "JSON file with the Next.js `images` object (or {\"images\": {...}})"),
+    ("local-root", str, "folder that relative urls (/img.png) are read from"),
+    ("origin", str, "base URL that relative urls are fetched from when there is no --local-root"),
+    ("cache-dir", str, "folder of the disk cache (default .imgopt-cache)"),
+    ("cache-size", _size, "disk cache bound in bytes, K/M/G suffixes allowed (default 1G; 0 = no cache)"),
+    ("workers", _positive_int, "image worker threads (default: number of CPUs)"),
+    ("queue", _non_negative_int, "requests that may wait for a worker before 503 (default 4 x workers)"),
+    ("fetch-timeout", _seconds, "seconds allowed for fetching an original (default 7)"),
+    ("transform-timeout", _seconds, "seconds allowed for one transform (default 7)"),
+    ("max-input-pixels", _positive_int, "largest input image in pixels (default 268402689)"),
+    ("log-level", str, "debug, info, warning or error (default info)"),
+]
+
+
+def _env_name(flag: str) -> str:
+    return "IMGOPT_" + flag.upper().replace("-", "_")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imgopt", description="Next.js-compatible image optimization service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="start the HTTP service")
+    for flag, _type, help_text in OPTIONS:
+        serve.add_argument(f"--{flag}", default=None, help=f"{help_text} [env {_env_name(flag)}]")
+    return parser
+
+
+class UsageError(Exception):
+    pass
+
+
+def resolve_options(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
+    """Flag over environment variable over default; each value converted and checked."""
+    values: dict[str, Any] = {}
+    for flag, convert, _help in OPTIONS:
+        attr = flag.replace("-", "_")
+        raw = getattr(args, attr)
+        source = f"--{flag}"
+        if raw is None and env.get(_env_name(flag)):
+            raw, source = env[_env_name(flag)], _env_name(flag)
+        if raw is None:
+            continue
+        try:
+            values[attr] = convert(raw)
+        except ValueError as e:
+            raise UsageError(f"{source}: invalid value {raw!r} ({e})") from None
+    return values
+
+
+def settings_from(values: dict[str, Any]) -> Settings:
+    images = load_images_config(values["config"]) if "config" in values else ImagesConfig()
+    kw: dict[str, Any] = {"images": images}
+    for key in ("host", "port", "origin", "workers", "queue", "fetch_timeout", "transform_timeout", "max_input_pixels"):
+        if key in values:
+            kw[key] = values[key]
+    if "local_root" in values:
+        root = Path(values["local_root"])
+        if not root.is_dir():
+            raise UsageError(f"--local-root {root}: not a folder")
+        kw["local_root"] = root.resolve()
+    if "origin" in values and not values["origin"].startswith(("http://", "https://")):
+        raise UsageError(f"--origin {values['origin']}: must start with http:// or https://")
+    if "cache_dir" in values:
+        kw["cache_dir"] = Path(values["cache_dir"])
+    if "cache_size" in values:
+        kw["cache_size"] = values["cache_size"]
+    elif images.maximum_disk_cache_size is not None:
+        kw["cache_size"] = images.maximum_disk_cache_size
+    return Settings(**kw)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        values = resolve_options(args, dict(os.environ))
+        settings = settings_from(values)
+    except (ConfigError, UsageError) as e:
+        print(f"imgopt: {e}", file=sys.stderr)
+        return 2
+    level = str(values.get("log_level", "info")).upper()
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    import uvicorn
+
+    from .app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=level.lower() if level.lower() in ("debug", "info", "warning", "error") else "info",
+        timeout_graceful_shutdown=20,
+        access_log=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Settings: the Next.js ``images`` object and the server's own options.
+
+A user pastes the ``images`` section of their next.config.js (as JSON) and gets the same
+behaviour as Next.js 16. Missing keys take Next.js 16's defaults (spec §2). Anything wrong
+raises :class:`ConfigError` with a one-line message naming the key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .patterns import LocalPattern, PatternError, RemotePattern, default_local_patterns
+
+DEFAULT_DEVICE_SIZES = (640, 750, 828, 1080, 1200, 1920, 2048, 3840)
+DEFAULT_IMAGE_SIZES = (32, 48, 64, 96, 128, 256, 384)
+DEFAULT_CSP = "script-src 'none'; frame-src 'none'; sandbox;"
+FORMATS = ("image/avif", "image/webp")
+
+# Keys Next.js knows in `images` that do not change what this service does (the site's loader
+# settings, say). They are accepted so a pasted config works, and otherwise ignored.
+_IGNORED_KEYS = {
+    "loader", "loaderFile", "path", "disableStaticImages", "customCacheHandler", "unoptimized",
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    """The Next.js `images` object, validated, with Next 16 defaults."""
+
+    device_sizes: tuple[int, ...] = DEFAULT_DEVICE_SIZES
+    image_sizes: tuple[int, ...] = DEFAULT_IMAGE_SIZES
+    qualities: tuple[int, ...] | None = (75,)
+    formats: tuple[str, ...] = ("image/webp",)
+    minimum_cache_ttl: int = 14400
+    remote_patterns: tuple[RemotePattern, ...] = ()
+    local_patterns: tuple[LocalPattern, ...] | None = field(
+        default_factory=lambda: default_local_patterns(None)
+    )
+    domains: tuple[str, ...] = ()
+    dangerously_allow_svg: bool = False
+    content_security_policy: str = DEFAULT_CSP
+    content_disposition_type: str = "attachment"
+    maximum_response_body: int = 50_000_000
+    maximum_redirects: int = 3
+    dangerously_allow_local_ip: bool = False
+    maximum_disk_cache_size: int | None = None
+
+    @property
+    def widths(self) -> frozenset[int]:
+        return frozenset(self.device_sizes) | frozenset(self.image_sizes)
+
+
+def _int_list(raw: Any, key: str, lo: int, hi: int, max_len: int, min_len: int = 0) -> tuple[int, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError(f"images.{key}: expected an array of integers, got {json.dumps(raw)}")
+    if len(raw) > max_len:
+        raise ConfigError(f"images.{key}: Array must contain at most {max_len} element(s)")
+    if len(raw) < min_len:
+        raise ConfigError(f"images.{key}: Array must contain at least {min_len} element(s)")
+    for i, v in enumerate(raw):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(f"images.{key}[{i}]: expected an integer, got {json.dumps(v)}")
+        if v < lo:
+            raise ConfigError(f"images.{key}[{i}]: Number must be greater than or equal to {lo}")
+        if v > hi:
+            raise ConfigError(f"images.{key}[{i}]: Number must be less than or equal to {hi}")
+    return tuple(raw)
+
+
+def _bool(raw: Any, key: str) -> bool:
+    if not isinstance(raw, bool):
+        raise ConfigError(f"images.{key}: expected true or false, got {json.dumps(raw)}")
+    return raw
+
+
+def _int(raw: Any, key: str, lo: int, hi: int | None = None) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        raise ConfigError(f"images.{key}: expected an integer, got {json.dumps(raw)}")
+    if raw < lo:
+        raise ConfigError(f"images.{key}: Number must be greater than or equal to {lo}")
+    if hi is not None and raw > hi:
+        raise ConfigError(f"images.{key}: Number must be less than or equal to {hi}")
+    return raw
+
+
+def parse_images_config(obj: Any) -> ImagesConfig:
+    """Validate a Next.js `images` object (or ``{"images": {...}}``) into an ImagesConfig."""
+    if isinstance(obj, dict) and set(obj) == {"images"}:
+        obj = obj["images"]
+    if not isinstance(obj, dict):
+        raise ConfigError("images: expected an object")
+    unknown = set(obj) - _KNOWN_KEYS
+    if unknown:
+        raise ConfigError(f"images.{sorted(unknown)[0]}: unknown key (not a Next.js images option)")
+    kw: dict[str, Any] = {}
+    if "deviceSizes" in obj:
+        kw["device_sizes"] = _int_list(obj["deviceSizes"], "deviceSizes", 1, 10000, 25, 1)
+    if "imageSizes" in obj:
+        kw["image_sizes"] = _int_list(obj["imageSizes"], "imageSizes", 1, 10000, 25)
+    if "qualities" in obj and obj["qualities"] is not None:
+        kw["qualities"] = _int_list(obj["qualities"], "qualities", 1, 100, 20, 1)
+    if "formats" in obj:
+        fmts = obj["formats"]
+        if not isinstance(fmts, list) or len(fmts) > 4:
+            raise ConfigError("images.formats: expected an array of at most 4 formats")
+        for i, f in enumerate(fmts):
+            if f not in FORMATS:
+                raise ConfigError(
+                    f"images.formats[{i}]: Expected 'image/avif' | 'image/webp', received {json.dumps(f)}"
+                )
+        kw["formats"] = tuple(fmts)
+    if "minimumCacheTTL" in obj:
+        kw["minimum_cache_ttl"] = _int(obj["minimumCacheTTL"], "minimumCacheTTL", 0)
+    if "domains" in obj:
+        doms = obj["domains"]
+        if not isinstance(doms, list) or not all(isinstance(d, str) for d in doms):
+            raise ConfigError("images.domains: expected an array of hostnames")
+        if len(doms) > 50:
+            raise ConfigError("images.domains: Array must contain at most 50 element(s)")
+        kw["domains"] = tuple(d.lower() for d in doms)
+    try:
+        if "remotePatterns" in obj:
+            rps = obj["remotePatterns"]
+            if not isinstance(rps, list) or len(rps) > 50:
+                raise ConfigError("images.remotePatterns: expected an array of at most 50 patterns")
+            kw["remote_patterns"] = tuple(RemotePattern.from_config(p) for p in rps)
+        if "localPatterns" in obj:
+            lps = obj["localPatterns"]
+            if lps is not None and (not isinstance(lps, list) or len(lps) > 25):
+                raise ConfigError("images.localPatterns: expected an array of at most 25 patterns")
+            kw["local_patterns"] = default_local_patterns(
+                None if lps is None else [LocalPattern.from_config(p) for p in lps]
+            )
+    except PatternError as e:
+        raise ConfigError(f"images: {e}".replace("\n", " ")) from None
+    for key, attr in (
+        ("dangerouslyAllowSVG", "dangerously_allow_svg"),
+        ("dangerouslyAllowLocalIP", "dangerously_allow_local_ip"),
+    ):
+        if key in obj:
+            kw[attr] = _bool(obj[key], key)
+    if "contentSecurityPolicy" in obj:
+        if not isinstance(obj["contentSecurityPolicy"], str):
+            raise ConfigError("images.contentSecurityPolicy: expected a string")
+        kw["content_security_policy"] = obj["contentSecurityPolicy"]
+    if "contentDispositionType" in obj:
+        v = obj["contentDispositionType"]
+        if v not in ("inline", "attachment"):
+            raise ConfigError(
+                f"images.contentDispositionType: Expected 'inline' | 'attachment', received {json.dumps(v)}"
+            )
+        kw["content_disposition_type"] = v
+    if "maximumResponseBody" in obj:
+        kw["maximum_response_body"] = _int(obj["maximumResponseBody"], "maximumResponseBody", 1)
+    if "maximumRedirects" in obj:
+        kw["maximum_redirects"] = _int(obj["maximumRedirects"], "maximumRedirects", 0, 20)
+    if "maximumDiskCacheSize" in obj and obj["maximumDiskCacheSize"] is not None:
+        kw["maximum_disk_cache_size"] = _int(obj["maximumDiskCacheSize"], "maximumDiskCacheSize", 0)
+    return ImagesConfig(**kw)
+
+
+_KNOWN_KEYS = {
+    "deviceSizes", "imageSizes", "qualities", "formats", "minimumCacheTTL", "remotePatterns",
+    "localPatterns", "domains", "dangerouslyAllowSVG", "contentSecurityPolicy",
+    "contentDispositionType", "maximumResponseBody", "maximumRedirects", "dangerouslyAllowLocalIP",
+    "maximumDiskCacheSize",
+} | _IGNORED_KEYS
+
+
+def load_images_config(path: str | os.PathLike[str]) -> ImagesConfig:
+    """Read a JSON file holding a Next.js `images` object."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"--config {path}: cannot read file ({e.strerror})") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--config {path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    return parse_images_config(obj)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service needs to run: the images config plus server options."""
+
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+    host: str = "127.0.0.1"
+    port: int = 3001
+    local_root: Path | None = None
+    origin: str | None = None
+    cache_dir: Path = Path(".imgopt-cache")
+    cache_size: int = 1 << 30
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    queue: int | None = None  # None: 4 × workers
+    fetch_timeout: float = 7.0
+    transform_timeout: float = 7.0
+    max_input_pixels: int = 268_402_689
+
+    @property
+    def queue_limit(self) -> int:
+        return self.queue if self.queue is not None else 4 * self.workers
+
+    def with_(self, **kw: Any) -> "Settings":
+        return replace(self, **kw)

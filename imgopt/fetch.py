@@ -1,0 +1,300 @@
+"""Fetching originals: local files, the site's origin, and allowed remote URLs.
+
+Every path ends in an :class:`Original` or an :class:`ImageError` with the status a client
+should see. Remote fetches connect only to addresses :mod:`imgopt.netguard` has checked (the
+check runs inside the connection step, so DNS cannot change between check and connect),
+follow redirects by hand (each hop checked against the patterns again), decode
+Content-Encoding themselves in bounded steps and count the *decoded* bytes against
+``maximumResponseBody``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import stat
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+from urllib.parse import urljoin
+
+import httpcore
+import httpx
+
+from . import netguard
+from .config import ImagesConfig, Settings
+from .errors import INTERNAL_INVALID, NOT_ALLOWED, UPSTREAM_INVALID, UPSTREAM_TIMEOUT, ImageError
+from .params import ImageRequest, RemoteURL, parse_remote_url, split_local, strict_unquote
+from .patterns import has_remote_match
+
+_REDIRECTS = {301, 302, 303, 307, 308}
+_REQUEST_HEADERS = {
+    "accept": "*/*",
+    "accept-encoding": "gzip, deflate",
+    "user-agent": "imgopt",
+}
+_MAX_CODINGS = 5
+_DECODE_STEP = 1 << 16
+
+
+@dataclass(frozen=True)
+class Original:
+    """The upstream bytes and the few upstream headers that matter."""
+
+    body: bytes
+    content_type: str | None  # what upstream said; never trusted for detection
+    cache_control: str | None
+    etag: str  # base64url of upstream's ETag, or of sha256(body)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def upstream_etag(header: str | None, body: bytes) -> str:
+    return b64url(header.encode("utf-8", "replace")) if header else b64url(hashlib.sha256(body).digest())
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """Resolves and checks the address in the same step that connects to it."""
+
+    def __init__(self, allow_private: bool) -> None:
+        self._inner = httpcore.AnyIOBackend()
+        self._allow_private = allow_private
+
+    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):  # type: ignore[override]
+        addrs = await netguard.resolve_checked(host, port, allow_private=self._allow_private)
+        error: Exception | None = None
+        for _family, ip in addrs:
+            try:
+                return await self._inner.connect_tcp(
+                    ip, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
+                error = e
+        assert error is not None
+        raise error
+
+    async def connect_unix_socket(self, path, timeout=None, socket_options=None):  # type: ignore[override]
+        raise httpcore.ConnectError("unix sockets are not allowed")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _guarded_client(allow_private: bool) -> httpx.AsyncClient:
+    transport = httpx.AsyncHTTPTransport(retries=0)
+    transport._pool._network_backend = GuardedBackend(allow_private)  # httpcore's documented hook
+    return httpx.AsyncClient(transport=transport, trust_env=False, follow_redirects=False)
+
+
+class _Decoder:
+    """Content-Encoding decoding in bounded steps, so a small bomb never expands at once.
+
+    ``feed`` is a generator of pieces of at most 64 KiB each; the reader counts every piece
+    before the next one is produced and stops as soon as the limit is passed.
+    """
+
+    def __init__(self, encoding: str | None) -> None:
+        codings = [c.strip().lower() for c in (encoding or "").split(",") if c.strip()]
+        codings = [c for c in codings if c != "identity"]
+        if len(codings) > _MAX_CODINGS:
+            raise ImageError(400, f"{UPSTREAM_INVALID} (too many content codings)")
+        # An unknown coding leaves the body as it is (as Next does); detection then decides.
+        self._codings = [c for c in reversed(codings) if c in ("gzip", "x-gzip", "deflate")]
+        self._objs = [
+            zlib.decompressobj(zlib.MAX_WBITS if c == "deflate" else 16 + zlib.MAX_WBITS)
+            for c in self._codings
+        ]
+        self._raw: set[int] = set()
+
+    def feed(self, data: bytes, final: bool = False) -> Iterator[bytes]:
+        return self._stage(0, data, final)
+
+    def _stage(self, i: int, data: bytes, final: bool) -> Iterator[bytes]:
+        if i == len(self._objs):
+            if data:
+                yield data
+            return
+        for piece in self._inflate(i, data, final):
+            yield from self._stage(i + 1, piece, False)
+        if final:
+            yield from self._stage(i + 1, b"", True)
+
+    def _inflate(self, i: int, data: bytes, final: bool) -> Iterator[bytes]:
+        obj = self._objs[i]
+        try:
+            while data:
+                try:
+                    piece = obj.decompress(data, _DECODE_STEP)
+                except zlib.error:
+                    if self._codings[i] != "deflate" or i in self._raw:
+                        raise
+                    # "deflate" without the zlib wrapper: some servers send raw DEFLATE.
+                    self._raw.add(i)
+                    self._objs[i] = obj = zlib.decompressobj(-zlib.MAX_WBITS)
+                    piece = obj.decompress(data, _DECODE_STEP)
+                self._raw.add(i)  # the wrapper question is settled after the first piece
+                yield piece
+                data = obj.unconsumed_tail
+            if final:
+                yield obj.flush()
+        except zlib.error:
+            raise ImageError(502, f"{UPSTREAM_INVALID} (bad {self._codings[i]} encoding)") from None
+
+
+async def _read_limited(chunks: AsyncIterator[bytes], decoder: _Decoder, limit: int, message: str) -> bytes:
+    """Read and decode a body, failing with 413 the moment it passes `limit` decoded bytes."""
+    buf = bytearray()
+    async for raw in chunks:
+        for piece in decoder.feed(raw):
+            buf += piece
+            if len(buf) > limit:
+                raise ImageError(413, message)
+    for piece in decoder.feed(b"", final=True):
+        buf += piece
+        if len(buf) > limit:
+            raise ImageError(413, message)
+    if not buf:
+        raise ImageError(400, message)
+    return bytes(buf)
+
+
+class Fetcher:
+    """Gets originals for validated requests."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._cfg: ImagesConfig = settings.images
+        self._remote = _guarded_client(settings.images.dangerously_allow_local_ip)
+        self._origin = httpx.AsyncClient(trust_env=False, follow_redirects=False) if settings.origin else None
+
+    async def aclose(self) -> None:
+        await self._remote.aclose()
+        if self._origin is not None:
+            await self._origin.aclose()
+
+    async def fetch(self, req: ImageRequest) -> Original:
+        try:
+            async with asyncio.timeout(self._settings.fetch_timeout):
+                if req.remote is not None:
+                    return await self._fetch_remote(req.remote)
+                if self._settings.local_root is not None:
+                    return await asyncio.to_thread(self._read_local, req.href)
+                if self._origin is not None:
+                    return await self._fetch_origin(req.href)
+        except (TimeoutError, httpx.TimeoutException):
+            raise ImageError(504, UPSTREAM_TIMEOUT) from None
+        raise ImageError(
+            400,
+            '"url" parameter is a local path, but imgopt has no --local-root or --origin to read it from',
+        )
+
+    # -- local files -------------------------------------------------------------------------
+
+    def _read_local(self, url: str) -> Original:
+        root = self._settings.local_root
+        assert root is not None
+        path, _search = split_local(url)
+        try:
+            decoded = strict_unquote(path)
+        except ValueError:
+            raise ImageError(400, '"url" parameter is invalid') from None
+        parts = decoded.split("/")
+        if "\x00" in decoded or "\\" in decoded or ".." in parts:
+            raise ImageError(400, NOT_ALLOWED)
+        root_real = Path(os.path.realpath(root))
+        target = Path(os.path.realpath(root_real.joinpath(*[p for p in parts if p])))
+        if target != root_real and root_real not in target.parents:
+            raise ImageError(400, NOT_ALLOWED)  # a symlink that leads out of the root
+        limit = self._cfg.maximum_response_body
+        try:
+            fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+        except OSError:
+            raise ImageError(404, INTERNAL_INVALID) from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ImageError(404, INTERNAL_INVALID)
+            if st.st_size > limit:
+                raise ImageError(413, INTERNAL_INVALID)
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                body = f.read(limit + 1)
+        finally:
+            os.close(fd)
+        if len(body) > limit:
+            raise ImageError(413, INTERNAL_INVALID)
+        if not body:
+            raise ImageError(400, INTERNAL_INVALID)
+        return Original(body, None, None, upstream_etag(None, body))
+
+    # -- the site's origin -------------------------------------------------------------------
+
+    async def _fetch_origin(self, url: str) -> Original:
+        assert self._origin is not None and self._settings.origin is not None
+        target = self._settings.origin.rstrip("/") + url
+        try:
+            async with self._origin.stream("GET", target, headers=_REQUEST_HEADERS) as resp:
+                if not 200 <= resp.status_code <= 299:
+                    status = resp.status_code if 400 <= resp.status_code < 500 else 502
+                    raise ImageError(status, INTERNAL_INVALID)
+                body = await _read_limited(
+                    resp.aiter_raw(), _Decoder(resp.headers.get("content-encoding")),
+                    self._cfg.maximum_response_body, INTERNAL_INVALID,
+                )
+                return self._original(resp, body)
+        except httpx.TimeoutException:
+            raise
+        except httpx.HTTPError as e:
+            raise ImageError(502, f"{INTERNAL_INVALID} ({type(e).__name__})") from None
+
+    # -- remote URLs -------------------------------------------------------------------------
+
+    async def _fetch_remote(self, url: RemoteURL) -> Original:
+        redirects_left = self._cfg.maximum_redirects
+        while True:
+            try:
+                async with self._remote.stream("GET", str(url), headers=_REQUEST_HEADERS) as resp:
+                    if resp.status_code in _REDIRECTS and resp.headers.get("location"):
+                        if redirects_left == 0:
+                            raise ImageError(508, UPSTREAM_INVALID)
+                        url = self._next_hop(url, resp.headers["location"])
+                        redirects_left -= 1
+                        continue
+                    if not 200 <= resp.status_code <= 299:
+                        status = resp.status_code if 400 <= resp.status_code < 500 else 502
+                        raise ImageError(status, UPSTREAM_INVALID)
+                    body = await _read_limited(
+                        resp.aiter_raw(), _Decoder(resp.headers.get("content-encoding")),
+                        self._cfg.maximum_response_body, UPSTREAM_INVALID,
+                    )
+                    return self._original(resp, body)
+            except netguard.ForbiddenAddress:
+                raise ImageError(400, NOT_ALLOWED) from None
+            except netguard.ResolveError:
+                raise ImageError(502, f"{UPSTREAM_INVALID} (host could not be resolved)") from None
+            except httpx.TimeoutException:
+                raise
+            except httpx.HTTPError as e:
+                raise ImageError(502, f"{UPSTREAM_INVALID} ({type(e).__name__})") from None
+
+    def _next_hop(self, current: RemoteURL, location: str) -> RemoteURL:
+        try:
+            nxt = parse_remote_url(urljoin(str(current), location.strip()))
+        except ImageError as e:
+            raise ImageError(e.status if e.message == NOT_ALLOWED else 502, e.message if e.message == NOT_ALLOWED else UPSTREAM_INVALID) from None
+        if not has_remote_match(self._cfg.domains, self._cfg.remote_patterns, str(nxt)):
+            raise ImageError(400, NOT_ALLOWED)
+        return nxt
+
+    @staticmethod
+    def _original(resp: httpx.Response, body: bytes) -> Original:
+        return Original(
+            body=body,
+            content_type=resp.headers.get("content-type"),
+            cache_control=resp.headers.get("cache-control"),
+            etag=upstream_etag(resp.headers.get("etag"), body),
+        )

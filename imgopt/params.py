@@ -1,0 +1,268 @@
+"""Request parsing: the query string of ``/_next/image`` and the Accept header.
+
+``parse_request`` checks the parameters in exactly the order Next.js does (spec §1.2), with
+the same status codes and messages, and returns a typed :class:`ImageRequest`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from .config import ImagesConfig
+from .errors import ImageError
+from .patterns import has_local_match, has_remote_match
+
+MAX_URL_LENGTH = 3072
+_DIGITS = re.compile(r"[0-9]+")
+_RECURSIVE = re.compile(r"/_next/image($|/)")
+_STATIC_PREFIXES = ("/_next/static/media", "/_next/static/immutable/media")
+_HOST_FORBIDDEN = re.compile(r"[\x00-\x20#%/:<>?@\[\\\]^|\x7f]")
+
+
+@dataclass(frozen=True)
+class RemoteURL:
+    """An absolute http(s) URL, normalised the way WHATWG's URL parser does for our purposes."""
+
+    scheme: str  # 'http' | 'https'
+    host: str  # lower-case; IPv6 literals without brackets
+    port: str  # '' for the scheme's default port
+    path: str  # percent-encoded, at least '/'
+    query: str  # without '?'; '' when none
+
+    @property
+    def netloc(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}" if self.port else host
+
+    @property
+    def search(self) -> str:
+        return f"?{self.query}" if self.query else ""
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.netloc}{self.path}{self.search}"
+
+    @property
+    def port_number(self) -> int:
+        return int(self.port) if self.port else (443 if self.scheme == "https" else 80)
+
+
+@dataclass(frozen=True)
+class ImageRequest:
+    """A validated request for one variant of one image."""
+
+    href: str  # what is fetched and keyed: the raw relative url, or the normalised absolute one
+    remote: RemoteURL | None  # set for absolute urls
+    width: int
+    quality: int
+    mime: str  # negotiated output type ('' = keep the source's type)
+    is_static: bool
+
+    @property
+    def is_local(self) -> bool:
+        return self.remote is None
+
+
+def _bad(message: str) -> ImageError:
+    return ImageError(400, message)
+
+
+def parse_query(raw_query: str) -> dict[str, list[str]]:
+    """Parse a query string the way Node does: '+' is a space, repeated keys collect."""
+    out: dict[str, list[str]] = {}
+    for k, v in parse_qsl(raw_query, keep_blank_values=True, errors="replace"):
+        out.setdefault(k, []).append(v)
+    return out
+
+
+def _js_length(s: str) -> int:
+    """Length in UTF-16 code units, as JavaScript's String.length counts."""
+    return len(s.encode("utf-16-le")) // 2
+
+
+def _one(query: dict[str, list[str]], key: str) -> str | list[str]:
+    vals = query.get(key, [])
+    if len(vals) > 1:
+        return vals
+    return vals[0] if vals else ""
+
+
+_DOT_SEGMENTS = {".", "%2e"}
+_DOTDOT_SEGMENTS = {"..", ".%2e", "%2e.", "%2e%2e"}
+
+
+def normalize_path(path: str) -> str:
+    """Resolve a URL path like the WHATWG parser: '\\' is '/', '.', '..' and their %2e forms."""
+    path = path.replace("\\", "/")
+    out: list[str] = []
+    segments = path.split("/")[1:] if path.startswith("/") else path.split("/")
+    for i, seg in enumerate(segments):
+        last = i == len(segments) - 1
+        low = seg.lower()
+        if low in _DOTDOT_SEGMENTS:
+            if out:
+                out.pop()
+            if last:
+                out.append("")
+        elif low in _DOT_SEGMENTS:
+            if last:
+                out.append("")
+        else:
+            out.append(seg)
+    return "/" + "/".join(out)
+
+
+def strict_unquote(s: str) -> str:
+    """decodeURIComponent: raises ValueError on a malformed escape or invalid UTF-8."""
+    if re.search(r"%(?![0-9A-Fa-f]{2})", s):
+        raise ValueError("malformed percent-escape")
+    return unquote(s, errors="strict")
+
+
+def split_local(url: str) -> tuple[str, str]:
+    """Split a relative url into (normalised path, search) — search is '?…' or ''."""
+    path, _, rest = url.partition("?")
+    path = path.split("#", 1)[0]
+    query = rest.split("#", 1)[0]
+    return normalize_path(path), (f"?{query}" if query else "")
+
+
+def parse_remote_url(url: str) -> RemoteURL:
+    """Parse an absolute URL; ImageError 400 'invalid' for anything new URL() or we refuse."""
+    invalid = _bad('"url" parameter is invalid')
+    if any(ord(c) < 0x20 or c == "\x7f" for c in url.strip()):
+        raise invalid
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        raise invalid from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise invalid
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise _bad('"url" parameter is not allowed')
+    host = parts.hostname or ""
+    try:
+        host = strict_unquote(host).lower().rstrip(".") if host else ""
+    except ValueError:
+        raise invalid from None
+    if not host:
+        raise invalid
+    if ":" in host:  # IPv6 literal (urlsplit strips brackets)
+        if not re.fullmatch(r"[0-9a-f:.]+", host):
+            raise invalid
+    else:
+        if _HOST_FORBIDDEN.search(host):
+            raise invalid
+        try:
+            host = host.encode("idna").decode("ascii") if not host.isascii() else host
+        except UnicodeError:
+            raise invalid from None
+    default = 443 if scheme == "https" else 80
+    port_s = "" if port is None or port == default else str(port)
+    path = normalize_path(parts.path or "/")
+    path = quote(path, safe="/%!$&'()*+,;=:@~-._")
+    query = quote(parts.query, safe="/?%!$&'()*+,;=:@~-._")
+    return RemoteURL(scheme, host, port_s, path, query)
+
+
+def negotiate(accept: str, formats: tuple[str, ...]) -> str:
+    """Pick an output type from `formats` that Accept names literally (Next: hapi + includes).
+
+    Wildcards never select AVIF/WebP (an old browser that says image/* may not decode them).
+    Highest q-value wins; ties go to the order of `formats`. '' means keep the source type.
+    """
+    if not accept or not formats:
+        return ""
+    best, best_q = "", 0.0
+    offered: dict[str, float] = {}
+    for item in accept.split(","):
+        fields = [f.strip() for f in item.split(";")]
+        media = fields[0].lower()
+        q = 1.0
+        for f in fields[1:]:
+            k, _, v = f.partition("=")
+            if k.strip().lower() == "q":
+                try:
+                    q = float(v.strip())
+                except ValueError:
+                    q = 0.0
+        if media not in offered or q > offered[media]:
+            offered[media] = q
+    for fmt in formats:
+        q = offered.get(fmt, 0.0)
+        if q > best_q:
+            best, best_q = fmt, q
+    return best
+
+
+def parse_request(raw_query: str, accept: str, cfg: ImagesConfig) -> ImageRequest:
+    """Validate the query in Next.js's order (spec §1.2); raise ImageError(400, message)."""
+    query = parse_query(raw_query)
+    url = _one(query, "url")
+    w = _one(query, "w")
+    q = _one(query, "q")
+
+    if not url:
+        raise _bad('"url" parameter is required')
+    if isinstance(url, list):
+        raise _bad('"url" parameter cannot be an array')
+    if _js_length(url) > MAX_URL_LENGTH:
+        raise _bad('"url" parameter is too long')
+    if url.startswith("//"):
+        raise _bad('"url" parameter cannot be a protocol-relative URL (//)')
+
+    remote: RemoteURL | None = None
+    if url.startswith("/"):
+        if any(ord(c) < 0x20 or c == "\x7f" for c in url):
+            raise _bad('"url" parameter is invalid')
+        path, search = split_local(url)
+        try:
+            decoded = strict_unquote(path)
+        except ValueError:
+            raise _bad('"url" parameter is invalid') from None
+        if _RECURSIVE.search(decoded):
+            raise _bad('"url" parameter cannot be recursive')
+        if not has_local_match(cfg.local_patterns, quote(path, safe="/%!$&'()*+,;=:@~-._") + search):
+            raise _bad('"url" parameter is not allowed')
+        href = url
+    else:
+        remote = parse_remote_url(url)
+        if not has_remote_match(cfg.domains, cfg.remote_patterns, str(remote)):
+            raise _bad('"url" parameter is not allowed')
+        href = str(remote)
+
+    if not w:
+        raise _bad('"w" parameter (width) is required')
+    if isinstance(w, list):
+        raise _bad('"w" parameter (width) cannot be an array')
+    if not _DIGITS.fullmatch(w):
+        raise _bad('"w" parameter (width) must be an integer greater than 0')
+    if not q:
+        raise _bad('"q" parameter (quality) is required')
+    if isinstance(q, list):
+        raise _bad('"q" parameter (quality) cannot be an array')
+    if not _DIGITS.fullmatch(q):
+        raise _bad('"q" parameter (quality) must be an integer between 1 and 100')
+    width = int(w)
+    if width <= 0:
+        raise _bad('"w" parameter (width) must be an integer greater than 0')
+    if width not in cfg.widths:
+        raise _bad(f'"w" parameter (width) of {width} is not allowed')
+    quality = int(q)
+    if quality < 1 or quality > 100:
+        raise _bad('"q" parameter (quality) must be an integer between 1 and 100')
+    if cfg.qualities is not None and quality not in cfg.qualities:
+        raise _bad(f'"q" parameter (quality) of {q} is not allowed')
+
+    is_static = remote is None and url.startswith(_STATIC_PREFIXES)
+    return ImageRequest(
+        href=href,
+        remote=remote,
+        width=width,
+        quality=quality,
+        mime=negotiate(accept, cfg.formats),
+        is_static=is_static,
+    )

@@ -1,0 +1,106 @@
+"""The request's path from a validated request to a cache entry: cache → fetch → transform → cache.
+
+``ImageService.get`` answers with an entry and how it was found (HIT, MISS or STALE). A miss
+is worked on once however many requests want it (single flight); a stale entry is served at
+once while one background refresh runs, and a failed refresh leaves the stale entry in place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+from . import transform
+from .cache import DiskStore, Entry, NullStore, Store, cache_key, get_max_age
+from .config import Settings
+from .errors import ImageError
+from .fetch import Fetcher, b64url
+from .params import ImageRequest
+from .pool import SingleFlight, WorkerPool
+
+log = logging.getLogger("imgopt")
+
+
+@dataclass(frozen=True)
+class Served:
+    entry: Entry
+    state: str  # 'HIT' | 'MISS' | 'STALE'
+
+
+def quoted(tag: str) -> str:
+    return f'"{tag}"'
+
+
+class ImageService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool = WorkerPool(settings.workers, settings.queue_limit)
+        self.fetcher = Fetcher(settings)
+        self.store: Store = (
+            NullStore() if settings.cache_size == 0 else DiskStore(settings.cache_dir, settings.cache_size)
+        )
+        self._flights: SingleFlight[Entry] = SingleFlight()
+
+    async def aclose(self) -> None:
+        await self._flights.drain()
+        await self.fetcher.aclose()
+        self.pool.shutdown()
+        self.store.close()
+
+    async def get(self, req: ImageRequest) -> Served:
+        key = cache_key(req.href, req.width, req.quality, req.mime)
+        entry = await asyncio.to_thread(self.store.get, key)
+        if entry is not None and not entry.is_stale():
+            return Served(entry, "HIT")
+        if entry is not None:
+            if key not in self._flights:
+                refresh = self._flights.run(key, lambda: self._produce(req, key, entry))
+                refresh.add_done_callback(_quiet)
+            return Served(entry, "STALE")
+        fresh = await self._flights.run(key, lambda: self._produce(req, key, None))
+        return Served(fresh, "MISS")
+
+    async def _produce(self, req: ImageRequest, key: str, previous: Entry | None) -> Entry:
+        s = self.settings
+        cfg = s.images
+        async with self.pool.admit():
+            original = await self.fetcher.fetch(req)
+            max_age = max(cfg.minimum_cache_ttl, get_max_age(original.cache_control))
+            upstream_tag = quoted(original.etag)
+            if previous is not None and previous.upstream_etag == original.etag and previous.etag != upstream_tag:
+                # Upstream unchanged: keep the optimised bytes, take the new TTL (as Next does).
+                entry = Entry(previous.body, previous.mime, previous.etag, original.etag, max_age,
+                              time.time() + max_age)
+            else:
+                deadline = time.monotonic() + s.transform_timeout
+                try:
+                    result = await asyncio.wait_for(
+                        self.pool.run(
+                            transform.process, original.body, req.mime, cfg.dangerously_allow_svg,
+                            req.width, req.quality, s.max_input_pixels, deadline,
+                        ),
+                        timeout=s.transform_timeout + 2,
+                    )
+                except (transform.TransformTimeout, TimeoutError):
+                    raise ImageError(504, "The image transform timed out") from None
+                if result.kind == "optimized":
+                    etag = quoted(b64url(hashlib.sha256(result.body).digest()))
+                else:
+                    etag = upstream_tag
+                    if result.kind == "fallback":
+                        max_age = cfg.minimum_cache_ttl
+                        log.warning("could not optimize %s; serving the original bytes", req.href)
+                entry = Entry(result.body, result.mime, etag, original.etag, max_age, time.time() + max_age)
+        try:
+            await asyncio.to_thread(self.store.set, key, entry)
+        except Exception as e:  # a full or broken cache must not fail the request
+            log.error("cache write failed for %s: %s", req.href, e)
+        return entry
+
+
+def _quiet(fut: "asyncio.Future[Entry]") -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("background refresh failed: %s", fut.exception())

@@ -1,0 +1,27 @@
+// Types for the CommonJS entry (index.cjs). Keep in sync with index.d.ts.
+declare namespace imgoptLoader {
+  export interface ImageLoaderProps {
+    src: string
+    /** Always a member of `deviceSizes ∪ imageSizes`. */
+    width: number
+    /** `undefined` unless the `<Image quality>` prop is set. */
+    quality?: number
+  }
+  export type ImageLoader = (props: ImageLoaderProps) => string
+  export interface LoaderOptions {
+    baseUrl?: string | null
+    qualities?: readonly number[] | string | number
+    path?: string
+  }
+  export const __esModule: true
+  const _default: typeof imgoptLoader
+  export { _default as default }
+  export function createLoader(options?: LoaderOptions): ImageLoader
+  export function findClosestQuality(quality: number | undefined, qualities?: readonly number[]): number
+  export function parseQualities(input: readonly (number | string)[] | string | number | undefined | null): number[]
+}
+
+/** Loader configured from `NEXT_PUBLIC_IMGOPT_URL` and `NEXT_PUBLIC_IMGOPT_QUALITIES`. */
+declare function imgoptLoader(props: imgoptLoader.ImageLoaderProps): string
+
+export = imgoptLoader

@@ -1,0 +1,32 @@
+/** What next/image passes to a custom loader. */
+export interface ImageLoaderProps {
+  src: string
+  /** Always a member of `deviceSizes ∪ imageSizes`. */
+  width: number
+  /** `undefined` unless the `<Image quality>` prop is set. */
+  quality?: number
+}
+
+export type ImageLoader = (props: ImageLoaderProps) => string
+
+export interface LoaderOptions {
+  /** Origin (optionally with a path prefix) of the imgopt service. Trailing slashes are removed. Empty/undefined: same origin. */
+  baseUrl?: string | null
+  /** Allowed qualities (array or comma-separated string). Integers 1..100; others are ignored. Default `[75]`. */
+  qualities?: readonly number[] | string | number
+  /** Route on the service. Default `'/_next/image'`. */
+  path?: string
+}
+
+/** Loader configured from `NEXT_PUBLIC_IMGOPT_URL` and `NEXT_PUBLIC_IMGOPT_QUALITIES`. */
+declare function imgoptLoader(props: ImageLoaderProps): string
+export default imgoptLoader
+
+/** Returns a loader bound to explicit settings (ignores the environment). */
+export declare function createLoader(options?: LoaderOptions): ImageLoader
+
+/** Next's rule: `quality || 75`, then the closest allowed value; ties go to the earlier (lower) one. */
+export declare function findClosestQuality(quality: number | undefined, qualities?: readonly number[]): number
+
+/** Parses an allowed-qualities list: keeps integers 1..100, de-duplicates, sorts; `[75]` if none are valid. */
+export declare function parseQualities(input: readonly (number | string)[] | string | number | undefined | null): number[]

@@ -1,0 +1,147 @@
+// @imgopt/next-loader: a next/image custom loader for the imgopt service.
+// index.js is the single source. index.cjs is generated from it by
+// `npm run build` (scripts/build-cjs.mjs) and a test checks it is up to date.
+// No dependencies; pure and deterministic (same output on server and browser).
+
+const DEFAULT_PATH = '/_next/image'
+const DEFAULT_QUALITY = 75
+const DEFAULT_QUALITIES = [DEFAULT_QUALITY] // Next 16 default `images.qualities`
+
+// Next.js replaces `process.env.NEXT_PUBLIC_*` textually at build time, so these
+// two expressions must stay spelled exactly like this. try/catch (not a
+// `typeof process` guard) so that the inlined literal is always used, and a
+// browser without `process` just gets undefined.
+function readEnvBaseUrl() {
+  try {
+    return process.env.NEXT_PUBLIC_IMGOPT_URL
+  } catch {
+    return undefined
+  }
+}
+
+function readEnvQualities() {
+  try {
+    return process.env.NEXT_PUBLIC_IMGOPT_QUALITIES
+  } catch {
+    return undefined
+  }
+}
+
+function fail(message) {
+  return new Error(`@imgopt/next-loader: ${message}`)
+}
+
+// Accepts an array or a comma-separated string. Keeps integers 1..100, drops
+// anything else (junk, decimals, out of range), removes duplicates, sorts
+// ascending (as next/image does). Returns [75] when nothing valid is left.
+export function parseQualities(input) {
+  const items = Array.isArray(input)
+    ? input
+    : typeof input === 'string'
+      ? input.split(',')
+      : typeof input === 'number'
+        ? [input]
+        : []
+  const out = []
+  for (const item of items) {
+    const s = typeof item === 'number' ? String(item) : typeof item === 'string' ? item.trim() : ''
+    if (!/^[0-9]+$/.test(s)) continue
+    const n = parseInt(s, 10)
+    if (n >= 1 && n <= 100 && !out.includes(n)) out.push(n)
+  }
+  out.sort((a, b) => a - b)
+  return out.length ? out : DEFAULT_QUALITIES.slice()
+}
+
+// Same rule as Next's findClosestQuality: quality || 75, then the entry of
+// `qualities` closest to it; the reduce starts at qualities[0] and only a
+// strictly closer entry wins, so ties go to the earlier (with a sorted list:
+// the lower) value. Without a list the quality is returned, rounded and
+// clamped to 1..100.
+export function findClosestQuality(quality, qualities) {
+  const n = Number(quality)
+  const q = Number.isFinite(n) && n !== 0 ? n : DEFAULT_QUALITY
+  if (!Array.isArray(qualities) || qualities.length === 0) {
+    return Math.min(100, Math.max(1, Math.round(q)))
+  }
+  return qualities.reduce(
+    (prev, cur) => (Math.abs(cur - q) < Math.abs(prev - q) ? cur : prev),
+    qualities[0]
+  )
+}
+
+function normalizeBaseUrl(baseUrl) {
+  if (baseUrl === undefined || baseUrl === null) return ''
+  const base = String(baseUrl).trim().replace(/\/+$/, '')
+  if (base !== '' && !/^(https?:)?\/\//i.test(base) && !base.startsWith('/')) {
+    throw fail(`base URL "${baseUrl}" must start with http://, https:// or /`)
+  }
+  return base
+}
+
+function normalizePath(path) {
+  const p = String(path).trim()
+  return p.startsWith('/') ? p : `/${p}`
+}
+
+function normalizeSrc(src) {
+  if (typeof src !== 'string') {
+    throw fail(`src must be a string, got ${src === null ? 'null' : typeof src}`)
+  }
+  if (/^[\\/]{2}/.test(src)) {
+    throw fail(
+      `protocol-relative src "${src}" is not supported; use an absolute URL (https://...) or a path starting with a single /`
+    )
+  }
+  if (src.startsWith('/') || /^https?:\/\//i.test(src)) return src
+  if (/^[a-z][a-z0-9+.-]*:/i.test(src)) {
+    throw fail(`src "${src}" has an unsupported scheme; only http(s) URLs and local paths are optimized`)
+  }
+  // A bare relative path such as "img.png" is treated as "/img.png".
+  return `/${src}`
+}
+
+// Returns a next/image loader bound to explicit settings.
+//   baseUrl:   origin (and optional path prefix) of the imgopt service; '' or
+//              undefined means same-origin.
+//   qualities: allowed qualities (array or comma-separated string), default [75].
+//   path:      route on the service, default '/_next/image'.
+export function createLoader({ baseUrl, qualities, path = DEFAULT_PATH } = {}) {
+  const endpoint = normalizeBaseUrl(baseUrl) + normalizePath(path)
+  const allowed = parseQualities(qualities === undefined ? DEFAULT_QUALITIES : qualities)
+
+  return function imgoptLoader({ src, width, quality } = {}) {
+    // Next never calls a loader for these, but pass them through to be safe.
+    if (src === '' || (typeof src === 'string' && /^(data|blob):/i.test(src))) return src
+    const url = normalizeSrc(src)
+    if (typeof width !== 'number' || !Number.isSafeInteger(width) || width <= 0) {
+      const got = typeof width === 'string' ? JSON.stringify(width) : String(width)
+      throw fail(`width must be a positive integer, got ${got} for src "${src}"`)
+    }
+    const q = findClosestQuality(quality, allowed)
+    let encoded
+    try {
+      encoded = encodeURIComponent(url)
+    } catch {
+      throw fail(`src "${src}" is not valid Unicode (lone surrogate)`)
+    }
+    return `${endpoint}?url=${encoded}&w=${width}&q=${q}`
+  }
+}
+
+// Default export: settings from NEXT_PUBLIC_IMGOPT_URL and
+// NEXT_PUBLIC_IMGOPT_QUALITIES. They are read on each call (after Next's
+// build-time inlining they are constants); the built loader is cached.
+let cachedKey
+let cachedLoader
+
+export default function imgoptLoader(params) {
+  const baseUrl = readEnvBaseUrl()
+  const qualities = readEnvQualities()
+  const key = `${baseUrl}\u0000${qualities}`
+  if (cachedLoader === undefined || key !== cachedKey) {
+    cachedLoader = createLoader({ baseUrl, qualities })
+    cachedKey = key
+  }
+  return cachedLoader(params)
+}
