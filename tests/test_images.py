@@ -1,0 +1,253 @@
+"""Spec §6.3 and §4.3: conversion, negotiation, passthrough and headers, decoded with Pillow."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import httpx
+import pytest
+from PIL import Image, ImageSequence
+
+W, Q = 384, 75
+SAFARI = "image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5"
+CHROME = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
+
+
+def decode(r: httpx.Response) -> Image.Image:
+    im = Image.open(io.BytesIO(r.content))
+    im.load()
+    return im
+
+
+def assert_image_headers(r: httpx.Response, ctype: str, filename: str, max_age: int = 14400) -> None:
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == ctype
+    assert r.headers["vary"] == "Accept"
+    assert r.headers["cache-control"] == f"public, max-age={max_age}, must-revalidate"
+    assert r.headers["content-disposition"] == f'attachment; filename="{filename}"'
+    assert r.headers["content-security-policy"] == "script-src 'none'; frame-src 'none'; sandbox;"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["x-nextjs-cache"] in ("MISS", "HIT", "STALE")
+    assert int(r.headers["content-length"]) == len(r.content)
+    assert re.fullmatch(r'"[A-Za-z0-9_-]+"', r.headers["etag"])
+
+
+@pytest.mark.parametrize(
+    "src,accept,ctype,fmt,name",
+    [
+        ("/test.png", "image/webp,*/*", "image/webp", "WEBP", "test.webp"),
+        ("/test.png", "image/png", "image/png", "PNG", "test.png"),
+        ("/test.png", "image/invalid", "image/png", "PNG", "test.png"),
+        ("/test.png", "image/webp,image/apng,image/*,*/*;q=0.8", "image/webp", "WEBP", "test.webp"),
+        ("/test.gif", "image/webp", "image/webp", "WEBP", "test.webp"),
+        ("/test.gif", "image/invalid", "image/gif", "GIF", "test.gif"),
+        ("/test.tiff", "image/invalid", "image/tiff", "TIFF", "test.tiff"),
+        ("/test.tiff", "image/webp", "image/webp", "WEBP", "test.webp"),
+        ("/test.avif", "image/webp", "image/webp", "WEBP", "test.webp"),
+        ("/test.jpg", SAFARI, "image/jpeg", "JPEG", "test.jpeg"),
+        ("/test.png", SAFARI, "image/png", "PNG", "test.png"),
+        ("/test.webp", SAFARI, "image/jpeg", "JPEG", "test.jpeg"),
+        ("/test.avif", SAFARI, "image/jpeg", "JPEG", "test.jpeg"),
+        ("/test.jpg", "", "image/jpeg", "JPEG", "test.jpeg"),
+        ("/test.png", CHROME, "image/webp", "WEBP", "test.webp"),  # avif not in default formats
+    ],
+)
+def test_negotiation_profile_d(server_d, src, accept, ctype, fmt, name):
+    r = server_d.get(src, W, Q, accept=accept)
+    assert_image_headers(r, ctype, name)
+    im = decode(r)
+    assert im.format == fmt
+    assert im.width == min(W, Image.open(server_d_corpus(server_d) / src.lstrip("/")).width)
+
+
+def server_d_corpus(server_d):
+    # the corpus folder is the server's --local-root
+    i = server_d.argv.index("--local-root")
+    from pathlib import Path
+
+    return Path(server_d.argv[i + 1])
+
+
+def test_avif_when_enabled(server_c):
+    r = server_c.get("/test.png", 399, 75, accept=CHROME)
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "image/avif"
+    assert 'filename="test.avif"' in r.headers["content-disposition"]
+    assert decode(r).width == 399
+    r = server_c.get("/test.avif", 399, 75, accept="image/avif")
+    assert r.headers["content-type"] == "image/avif"
+
+
+@pytest.mark.parametrize("q", [50, 75, 100])
+def test_avif_smaller_than_webp_smaller_than_jpeg(server_c, q):
+    sizes = {}
+    for accept, ctype in (("image/avif", "image/avif"), ("image/webp", "image/webp"), ("image/jpeg", "image/jpeg")):
+        r = server_c.get("/mountains.jpg", 1080, q, accept=accept)
+        assert r.status_code == 200 and r.headers["content-type"] == ctype
+        sizes[ctype] = len(r.content)
+    assert sizes["image/webp"] < sizes["image/jpeg"]
+    assert sizes["image/avif"] <= sizes["image/webp"]
+
+
+def test_no_upscaling(server_c):
+    r = server_c.get("/test.jpg", 1080, 75, accept="image/webp")
+    assert r.headers["content-type"] == "image/webp"
+    assert decode(r).width == 400
+
+
+def test_resize_keeps_aspect_ratio(server_d):
+    r = server_d.get("/mountains.jpg", 640, Q)
+    im = decode(r)
+    assert im.size == (640, round(640 * 1280 / 1920))
+
+
+@pytest.mark.parametrize("src,ctype,name", [
+    ("/animated.gif", "image/gif", "animated.gif"),
+    ("/animated.png", "image/png", "animated.png"),
+    ("/animated.webp", "image/webp", "animated.webp"),
+])
+def test_animated_images_pass_through(server_d, corpus, src, ctype, name):
+    r = server_d.get(src, W, Q, accept="image/webp")
+    assert_image_headers(r, ctype, name)
+    assert r.content == (corpus / src.lstrip("/")).read_bytes()
+    assert getattr(decode(r), "n_frames", 1) > 1
+
+
+@pytest.mark.parametrize("src,ctype,name", [
+    ("/test.ico", "image/x-icon", "test.ico"),
+    ("/test.bmp", "image/bmp", "test.bmp"),
+])
+def test_bypass_types_pass_through(server_d, corpus, src, ctype, name):
+    r = server_d.get(src, W, Q, accept="image/webp")
+    assert_image_headers(r, ctype, name)
+    assert r.content == (corpus / src.lstrip("/")).read_bytes()
+
+
+def test_unicode_file_name(server_d):
+    r = server_d.get("/äöüščří.png", W, Q, accept="image/webp")
+    assert r.status_code == 200
+    assert r.headers["content-disposition"] == (
+        "attachment; filename=\"äöü???í.webp\"; filename*=UTF-8''%C3%A4%C3%B6%C3%BC%C5%A1%C4%8D%C5%99%C3%AD.webp"
+    )
+
+
+def test_space_in_path(server_d):
+    r = server_d.get("/dir with space/photo.jpg", W, Q)
+    assert r.status_code == 200
+    assert r.headers["content-disposition"].endswith('filename="photo.webp"')
+
+
+def test_svg_refused_by_default(server_d):
+    r = server_d.get("/test.svg", W, Q, accept="image/webp")
+    assert r.status_code == 400
+    assert "valid but image type is not allowed" in r.text
+
+
+def test_svg_allowed_passes_through(make_server, corpus):
+    srv = make_server({"dangerouslyAllowSVG": True}, "--local-root", str(corpus))
+    r = srv.get("/test.svg", W, Q)
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "image/svg+xml"
+    assert r.content == (corpus / "test.svg").read_bytes()
+    assert r.headers["content-security-policy"] == "script-src 'none'; frame-src 'none'; sandbox;"
+    assert r.headers["content-disposition"] == 'attachment; filename="test.svg"'
+
+
+@pytest.mark.parametrize("src", ["/test.pdf", "/test.txt"])
+def test_not_images(server_d, src):
+    r = server_d.get(src, W, Q)
+    assert r.status_code == 400
+    assert r.text == "The requested resource isn't a valid image."
+
+
+def test_missing_local_file_is_404(server_d):
+    r = server_d.get("/does_not_exist.jpg", W, Q)
+    assert r.status_code == 404
+    assert r.text == '"url" parameter is valid but internal response is invalid'
+
+
+def test_content_is_sniffed_not_trusted(server_c, origin):
+    # PNG bytes served as application/octet-stream, and SVG bytes served as image/png.
+    r = server_c.get("/test.png?ct=application/octet-stream", 399, 75, accept="image/webp")
+    # query strings on relative urls are refused by the default localPatterns
+    assert r.status_code == 400
+    r = server_c.get(f"{origin.base_url}/test.png?ct=application/octet-stream", 399, 75, accept="image/webp")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/webp"
+    r = server_c.get(f"{origin.base_url}/test.svg?ct=image/png", 399, 75, accept="image/webp")
+    assert r.status_code == 400 and r.text == '"url" parameter is valid but image type is not allowed'
+    r = server_c.get(f"{origin.base_url}/no-header", 399, 75)
+    assert r.status_code == 400 and "isn't a valid image" in r.text
+
+
+def test_exif_orientation_applied(server_d):
+    r = server_d.get("/exif-rotated.jpg", W, Q, accept="image/png")
+    im = decode(r)
+    assert im.height > im.width  # stored 300x200 with Orientation=6, shown 200x300
+    assert not im.getexif()
+
+
+def test_cmyk_becomes_srgb(server_d):
+    r = server_d.get("/cmyk.jpg", W, Q, accept="image/webp")
+    im = decode(r)
+    assert im.mode in ("RGB", "RGBA")
+
+
+def test_16bit_png(server_d):
+    r = server_d.get("/rgb16.png", W, Q, accept="image/webp")
+    assert r.status_code == 200
+    assert decode(r).mode in ("RGB", "RGBA")
+
+
+def test_alpha_kept_in_webp(server_d):
+    r = server_d.get("/alpha.png", W, Q, accept="image/webp")
+    im = decode(r)
+    assert im.mode == "RGBA"
+    assert im.getextrema()[3][0] < 255  # some transparency survived
+
+
+def test_head_has_headers_and_no_body(server_d):
+    get = server_d.get("/test.jpg", W, Q)
+    r = httpx.head(server_d.url + f"/_next/image?url=/test.jpg&w={W}&q={Q}", headers={"Accept": "image/webp,*/*"})
+    assert r.status_code == 200
+    assert r.content == b""
+    assert r.headers["content-length"] == get.headers["content-length"]
+    assert r.headers["etag"] == get.headers["etag"]
+
+
+def test_etag_and_304(server_d):
+    r = server_d.get("/test.jpg", W, Q, accept="image/webp")
+    etag = r.headers["etag"]
+    r2 = server_d.get("/test.jpg", W, Q, accept="image/webp", headers={"If-None-Match": etag})
+    assert r2.status_code == 304
+    assert r2.content == b""
+    assert r2.headers["etag"] == etag
+    assert r2.headers["vary"] == "Accept"
+    assert r2.headers["cache-control"] == r.headers["cache-control"]
+    assert "content-type" not in r2.headers and "content-disposition" not in r2.headers
+    assert server_d.get("/test.jpg", W, Q, accept="image/webp",
+                        headers={"If-None-Match": f"W/{etag}"}).status_code == 304
+    assert server_d.get("/test.jpg", W, Q, accept="image/webp",
+                        headers={"If-None-Match": "*"}).status_code == 304
+    assert server_d.get("/test.jpg", W, Q, accept="image/webp",
+                        headers={"If-None-Match": etag, "Cache-Control": "no-cache"}).status_code == 200
+    assert server_d.get("/test.jpg", W, Q, accept="image/webp",
+                        headers={"If-None-Match": '"other"'}).status_code == 200
+
+
+def test_etag_differs_by_quality(server_c):
+    a = server_c.get("/test.jpg", 399, 75, accept="image/webp")
+    b = server_c.get("/test.jpg", 399, 50, accept="image/webp", headers={"If-None-Match": a.headers["etag"]})
+    assert b.status_code == 200
+    assert b.headers["etag"] != a.headers["etag"]
+
+
+def test_static_media_is_immutable(server_d, corpus):
+    media = corpus / "_next" / "static" / "media"
+    media.mkdir(parents=True, exist_ok=True)
+    (media / "test.fab2915d.jpg").write_bytes((corpus / "test.jpg").read_bytes())
+    for _ in range(2):
+        r = server_d.get("/_next/static/media/test.fab2915d.jpg", W, Q, accept="image/webp")
+        assert r.status_code == 200
+        assert r.headers["cache-control"] == "public, max-age=315360000, immutable"
+        assert r.headers["content-disposition"] == 'attachment; filename="test.webp"'

@@ -1,0 +1,91 @@
+"""Spec §6.1: parameter validation over real HTTP, exact status and message, in Next's order."""
+
+from __future__ import annotations
+
+import pytest
+
+W, Q = 384, 75  # profile D
+
+CASES = [
+    (f"w={W}&q={Q}", '"url" parameter is required'),
+    (f"url=&w={W}&q={Q}", '"url" parameter is required'),
+    (f"url=/test.png&q={Q}", '"w" parameter (width) is required'),
+    (f"url=/test.png&w={W}", '"q" parameter (quality) is required'),
+    (f"url=/test.png&w={W}&q=101", '"q" parameter (quality) must be an integer between 1 and 100'),
+    (f"url=/test.png&w={W}&q=0", '"q" parameter (quality) must be an integer between 1 and 100'),
+    (f"url=/test.png&w={W}&q=foo", '"q" parameter (quality) must be an integer between 1 and 100'),
+    (f"url=/test.png&w={W}&q=99.9", '"q" parameter (quality) must be an integer between 1 and 100'),
+    (f"url=/test.png&w=0&q={Q}", '"w" parameter (width) must be an integer greater than 0'),
+    (f"url=/test.png&w=000&q={Q}", '"w" parameter (width) must be an integer greater than 0'),
+    (f"url=/test.png&w=-100&q={Q}", '"w" parameter (width) must be an integer greater than 0'),
+    (f"url=/test.png&w=foo&q={Q}", '"w" parameter (width) must be an integer greater than 0'),
+    (f"url=/test.png&w=99.9&q={Q}", '"w" parameter (width) must be an integer greater than 0'),
+    (f"url=/test.png&w=1000&q={Q}", '"w" parameter (width) of 1000 is not allowed'),
+    (f"url=/test.png&w={W}&q=13", '"q" parameter (quality) of 13 is not allowed'),
+    (f"url=/test.png&w={W}&q=013", '"q" parameter (quality) of 013 is not allowed'),
+    (f"url=/test.png&w=8&q=70", '"w" parameter (width) of 8 is not allowed'),
+    (f"url=/test.png&w=3&q={Q}", '"w" parameter (width) of 3 is not allowed'),
+    (f"url=/{'a' * 4000}&w={W}&q={Q}", '"url" parameter is too long'),
+    (f"url=//example.vercel.sh&w={W}&q={Q}", '"url" parameter cannot be a protocol-relative URL (//)'),
+    (f"url=file://example.vercel.sh:1234/test.png&w={W}&q={Q}", '"url" parameter is invalid'),
+    (f"url=ftp://example.vercel.sh:1234/test.png&w={W}&q={Q}", '"url" parameter is invalid'),
+    (f"url=%2F_next%2Fimage%3Furl%3Dtest.pngw%3D1%26q%3D75&w={W}&q={Q}", '"url" parameter cannot be recursive'),
+    (f"url=%252F_next%252Fimage%253Furl%253Dtest.pngw%253D1%2526q%253D1&w={W}&q={Q}", '"url" parameter is invalid'),
+    (f"url=/assets/_next/image%3Furl%3D%252Ftest.png%26w%3D128%26q%3D75&w={W}&q={Q}", '"url" parameter cannot be recursive'),
+    (f"url=/foo/%2e%2e/_next/image&w={W}&q={Q}", '"url" parameter cannot be recursive'),
+    (f"url=/foo/..%5C_next/image&w={W}&q={Q}", '"url" parameter cannot be recursive'),
+    (f"url=/_next%252Fimage&w={W}&q={Q}", '"url" parameter cannot be recursive'),
+    (f"url=http://vercel.com/button&w={W}&q={Q}", '"url" parameter is not allowed'),
+    (f"url=https://image-optimization-test.vercel.app/_next/image%3Furl%3D%252Ffrog.jpg&w={W}&q={Q}", '"url" parameter is not allowed'),
+    (f"url=/test.png%3Fv%3D1&w={W}&q={Q}", '"url" parameter is not allowed'),
+    (f"url=a&url=b&w={W}&q={Q}", '"url" parameter cannot be an array'),
+    (f"url=/test.png&w={W}&w={W}&q={Q}", '"w" parameter (width) cannot be an array'),
+    (f"url=/test.png&w={W}&q={Q}&q={Q}", '"q" parameter (quality) cannot be an array'),
+    ("url=/test.png&w=0&q=foo", '"q" parameter (quality) must be an integer between 1 and 100'),
+    (f"url=/test.png&w=1000&q=101", '"w" parameter (width) of 1000 is not allowed'),
+    (f"url=/a%ZZb.png&w={W}&q={Q}", '"url" parameter is invalid'),
+    (f"url=http://user:pw@example.com/a.png&w={W}&q={Q}", '"url" parameter is not allowed'),
+    (f"url=http://exa mple.com/a.png&w={W}&q={Q}", '"url" parameter is invalid'),
+    (f"url=notaurl&w={W}&q={Q}", '"url" parameter is invalid'),
+]
+
+
+@pytest.mark.parametrize("query,message", CASES)
+def test_rejections_are_400_with_nexts_message(server_d, query, message):
+    r = server_d.raw(query)
+    assert r.status_code == 400, (query, r.status_code, r.text)
+    assert r.text == message
+    assert r.headers["content-type"].startswith("text/plain")
+
+
+def test_leading_zeros_are_accepted(server_d):
+    r = server_d.raw("url=/test.png&w=0384&q=075", headers={"Accept": "image/webp"})
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "image/webp"
+
+
+def test_extra_params_are_ignored(server_d):
+    a = server_d.raw(f"url=/test.png&w={W}&q={Q}&dpl=abc", headers={"Accept": "image/webp"})
+    b = server_d.raw(f"url=/test.png&w={W}&q={Q}&dpl=xyz", headers={"Accept": "image/webp"})
+    assert a.status_code == b.status_code == 200
+    assert a.headers["etag"] == b.headers["etag"]
+    assert b.headers["x-nextjs-cache"] == "HIT"
+
+
+def test_route_level(server_d):
+    import httpx
+
+    assert httpx.get(server_d.url + "/healthz").status_code == 200
+    r = httpx.post(server_d.url + f"/_next/image?url=/test.png&w={W}&q={Q}")
+    assert r.status_code == 405
+    assert "GET" in r.headers["allow"]
+    assert httpx.get(server_d.url + "/nope").status_code == 404
+    r = httpx.get(server_d.url + f"/_next/image/?url=/test.png&w={W}&q={Q}", headers={"Accept": "image/webp"})
+    assert r.status_code == 200  # trailingSlash form
+
+
+def test_relative_url_without_root_or_origin_is_a_clear_400(make_server):
+    srv = make_server(None)
+    r = srv.get("/test.png", W, Q)
+    assert r.status_code == 400
+    assert "--local-root" in r.text and "--origin" in r.text
