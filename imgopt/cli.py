@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -134,7 +135,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .app import create_app
 
-    uvicorn.run(
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM after a graceful shutdown; we exit 0 instead."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            if sig == signal.SIGTERM:
+                self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
+
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -142,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_graceful_shutdown=20,
         access_log=False,
     )
+    Server(config).run()
     return 0
 
 

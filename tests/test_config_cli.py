@@ -1,0 +1,109 @@
+"""Configuration and the command line: Next defaults, one-line errors with exit status 2, env vars."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+import pytest
+
+from imgopt.cli import build_parser, resolve_options, settings_from
+from imgopt.config import ConfigError, ImagesConfig, parse_images_config
+
+
+def test_next16_defaults():
+    c = ImagesConfig()
+    assert c.device_sizes == (640, 750, 828, 1080, 1200, 1920, 2048, 3840)
+    assert c.image_sizes == (32, 48, 64, 96, 128, 256, 384)
+    assert c.qualities == (75,)
+    assert c.formats == ("image/webp",)
+    assert c.minimum_cache_ttl == 14400
+    assert c.maximum_redirects == 3
+    assert c.maximum_response_body == 50_000_000
+    assert c.content_disposition_type == "attachment"
+    assert not c.dangerously_allow_svg and not c.dangerously_allow_local_ip
+
+
+def test_wrapped_and_bare_objects():
+    a = parse_images_config({"images": {"qualities": [50, 75]}})
+    b = parse_images_config({"qualities": [50, 75]})
+    assert a == b and a.qualities == (50, 75)
+
+
+def test_next_keys_for_the_site_are_accepted():
+    c = parse_images_config({"loader": "custom", "loaderFile": "./l.js", "path": "/x", "unoptimized": False})
+    assert c == ImagesConfig()
+
+
+@pytest.mark.parametrize("obj,fragment", [
+    ({"deviceSizes": [0]}, "images.deviceSizes[0]: Number must be greater than or equal to 1"),
+    ({"deviceSizes": [10001]}, "images.deviceSizes[0]: Number must be less than or equal to 10000"),
+    ({"imageSizes": ["a"]}, "images.imageSizes[0]"),
+    ({"qualities": [101]}, "images.qualities[0]"),
+    ({"qualities": []}, "images.qualities"),
+    ({"formats": ["image/webp", "jpeg"]}, "images.formats[1]: Expected 'image/avif' | 'image/webp', received \"jpeg\""),
+    ({"contentDispositionType": "nope"}, "images.contentDispositionType"),
+    ({"minimumCacheTTL": -1}, "images.minimumCacheTTL: Number must be greater than or equal to 0"),
+    ({"domains": ["a"] * 51}, "images.domains: Array must contain at most 50 element(s)"),
+    ({"maximumRedirects": 21}, "images.maximumRedirects"),
+    ({"dangerouslyAllowSVG": "yes"}, "images.dangerouslyAllowSVG"),
+    ({"remotePatterns": [{"protocol": "ftp", "hostname": "x"}]}, "remotePatterns"),
+    ({"remotePatterns": [{"pathname": "/x"}]}, "hostname"),
+    ({"bogus": 1}, "images.bogus: unknown key"),
+])
+def test_bad_config_names_the_key(obj, fragment):
+    with pytest.raises(ConfigError) as e:
+        parse_images_config(obj)
+    assert fragment in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "imgopt", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
+
+
+def test_bad_config_file_exits_2_with_one_line(tmp_path):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"images": {"deviceSizes": [0]}}))
+    p = run_cli("serve", "--config", str(cfg))
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0
+    assert "images.deviceSizes[0]" in p.stderr and "Traceback" not in p.stderr
+    cfg.write_text("{not json")
+    p = run_cli("serve", "--config", str(cfg))
+    assert p.returncode == 2 and "not valid JSON" in p.stderr
+    p = run_cli("serve", "--config", str(tmp_path / "missing.json"))
+    assert p.returncode == 2 and "cannot read" in p.stderr
+    p = run_cli("serve", "--port", "x")
+    assert p.returncode == 2 and "--port" in p.stderr
+    p = run_cli("serve", env={"IMGOPT_WORKERS": "0"})
+    assert p.returncode == 2 and "IMGOPT_WORKERS" in p.stderr
+
+
+def test_flag_over_env_over_default(tmp_path):
+    args = build_parser().parse_args(["serve", "--port", "4000"])
+    values = resolve_options(args, {"IMGOPT_PORT": "5000", "IMGOPT_WORKERS": "3", "IMGOPT_CACHE_SIZE": "2M"})
+    s = settings_from(values)
+    assert s.port == 4000 and s.workers == 3 and s.cache_size == 2 << 20
+    s = settings_from(resolve_options(build_parser().parse_args(["serve"]), {}))
+    assert s.port == 3001 and s.host == "127.0.0.1" and s.queue_limit == 4 * s.workers
+
+
+def test_env_port_starts_server(tmp_path, corpus):
+    from conftest import ImgoptServer, free_port
+
+    port = free_port()
+    srv = ImgoptServer(tmp_path, None, "--local-root", str(corpus), env={"IMGOPT_PORT": str(port)})
+    srv.argv.remove("--port")
+    srv.argv.remove(str(srv.port))
+    srv.port, srv.url = port, f"http://127.0.0.1:{port}"
+    srv.start()
+    try:
+        assert srv.get("/test.png", 384, 75).status_code == 200
+    finally:
+        assert srv.stop() == 0
