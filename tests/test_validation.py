@@ -89,3 +89,36 @@ def test_relative_url_without_root_or_origin_is_a_clear_400(make_server):
     r = srv.get("/test.png", W, Q)
     assert r.status_code == 400
     assert "--local-root" in r.text and "--origin" in r.text
+
+
+# -- hypothesis over real HTTP: odd keys, repeats, unicode, huge values, raw escapes -------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_piece = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["/test.png", "/test.jpg", "/mountains.jpg", "//x", "/_next/image", "http://127.0.0.1/x.png",
+                     "384", "0384", "75", "075", "99999999999999999999999", "-1", "%", "%zz", "%00", "/a%2F..%2Fb",
+                     "/\u00e4\u00f6\u00fc.png", "/bad/zero.png", "/bad/bomb.png", "/test.svg", "\\\\x"]),
+)
+_query = st.lists(
+    st.tuples(st.sampled_from(["url", "w", "q", "u", "", "url[]", "W", "q\u00e4"]), _piece), max_size=6
+)
+
+
+@given(params=_query, accept=st.sampled_from(["", "image/webp", "*/*", "image/avif,image/webp", "\u00e4/\u00f6"]),
+       raw=st.booleans())
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_query_fuzz_never_5xx(server_d, params, accept, raw):
+    import httpx
+    from urllib.parse import quote, urlencode
+
+    if raw:  # keys and values only lightly escaped: stray '%', '+', unicode go through as they are
+        qs = "&".join(f"{quote(k, safe='%+[]')}={quote(v, safe='%+/:')}" for k, v in params)
+    else:
+        qs = urlencode(params)
+    r = httpx.get(f"{server_d.url}/_next/image?{qs}", headers={"Accept": accept.encode("utf-8")}, timeout=30)
+    assert r.status_code < 500, (qs, r.status_code, r.text)
+    if r.status_code != 200:
+        assert r.text and r.headers["content-type"].startswith("text/plain")

@@ -1,0 +1,176 @@
+"""Pure functions: negotiation, paths, TTLs, cache entries, file names, conditional requests."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from starlette.requests import Request
+
+from imgopt.app import content_disposition, file_name, is_fresh
+from imgopt.cache import Entry, cache_key, decode_entry, encode_entry, get_max_age
+from imgopt.config import ImagesConfig
+from imgopt.errors import ImageError
+from imgopt.params import negotiate, normalize_path, parse_request
+from imgopt.transform import detect_type, is_animated
+
+AVIF_WEBP = ("image/avif", "image/webp")
+
+
+@pytest.mark.parametrize("accept,formats,expected", [
+    ("image/webp,*/*", ("image/webp",), "image/webp"),
+    ("image/png", ("image/webp",), ""),
+    ("image/invalid", ("image/webp",), ""),
+    ("*/*", AVIF_WEBP, ""),
+    ("image/*", AVIF_WEBP, ""),
+    ("", AVIF_WEBP, ""),
+    ("image/avif,image/webp,image/apng,image/*,*/*;q=0.8", AVIF_WEBP, "image/avif"),
+    ("image/avif,image/webp,image/apng,image/*,*/*;q=0.8", ("image/webp",), "image/webp"),
+    ("image/avif;q=0.5,image/webp", AVIF_WEBP, "image/webp"),
+    ("image/webp,image/avif", AVIF_WEBP, "image/avif"),  # equal q: the formats order decides
+    ("image/webp,image/avif", ("image/webp", "image/avif"), "image/webp"),
+    ("image/avif;q=0", AVIF_WEBP, ""),
+    ("IMAGE/WEBP", ("image/webp",), "image/webp"),
+])
+def test_negotiate(accept, formats, expected):
+    assert negotiate(accept, formats) == expected
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("/a/b/../c", "/a/c"),
+    ("/a/./b", "/a/b"),
+    ("/a/%2e%2e/b", "/b"),
+    ("/a/%2E/b", "/a/b"),
+    ("/../../etc/passwd", "/etc/passwd"),
+    ("/a\\..\\b", "/b"),
+    ("/a/..", "/"),
+    ("/a/b/", "/a/b/"),
+])
+def test_normalize_path(raw, expected):
+    assert normalize_path(raw) == expected
+
+
+@pytest.mark.parametrize("cc,expected", [
+    (None, 0), ("", 0), ("max-age=foo", 0), ("no-cache", 0),
+    ("max-age=9999", 9999), ("MAX-AGE=9999", 9999), ("s-maxage=9999", 9999), ("S-MAXAGE=9999", 9999),
+    ("public, max-age=5555, s-maxage=9999", 9999), ("public,s-maxage=9999,max-age=5555", 9999),
+    ('public, s-maxage="9999", max-age="5555"', 9999), ("max-age=12abc", 12),
+])
+def test_get_max_age(cc, expected):
+    assert get_max_age(cc) == expected
+
+
+def test_cache_key_separates_fields():
+    assert cache_key("/a1", 2, 75, "") != cache_key("/a", 12, 75, "")
+    assert cache_key("/a", 64, 75, "image/webp") != cache_key("/a", 64, 75, "image/avif")
+    assert cache_key("/a", 64, 75, "") == cache_key("/a", 64, 75, "")
+
+
+@given(body=st.binary(min_size=1, max_size=2000), flip=st.integers(min_value=0))
+@settings(max_examples=200, deadline=None)
+def test_entry_roundtrip_and_any_flip_is_detected(body, flip):
+    e = Entry(body, "image/webp", '"abc"', "up", 60, 1e9)
+    raw = encode_entry(e)
+    assert decode_entry(raw) == e
+    i = flip % len(raw)
+    damaged = bytearray(raw)
+    damaged[i] ^= 0x01
+    got = decode_entry(bytes(damaged))
+    assert got is None or got.body == body  # a flip in the JSON may still parse, never a wrong body
+    assert decode_entry(raw[:-1]) is None
+
+
+@pytest.mark.parametrize("href,mime,expected", [
+    ("/test.jpg", "image/jpeg", "test.jpeg"),
+    ("/animated2.png", "image/png", "animated2.png"),
+    ("/png-as-octet-stream", "image/webp", "png-as-octet-stream.webp"),
+    ("/file.name.with.dots.gif", "image/webp", "file.webp"),
+    ("https://x.com/a/b.png?x=1", "image/avif", "b.avif"),
+    ("/dir/", "image/webp", "image.bin"),
+    ("/a.png", "application/x-foo", "image.bin"),
+])
+def test_file_name(href, mime, expected):
+    assert file_name(href, mime) == expected
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("test.webp", 'attachment; filename="test.webp"'),
+    ('a"b.webp', 'attachment; filename="a\\"b.webp"'),
+    ("äöü.webp", 'attachment; filename="äöü.webp"'),
+    ("äöüščří.webp", "attachment; filename=\"äöü???í.webp\"; filename*=UTF-8''%C3%A4%C3%B6%C3%BC%C5%A1%C4%8D%C5%99%C3%AD.webp"),
+    ("100%41.webp", "attachment; filename=\"100%41.webp\"; filename*=UTF-8''100%2541.webp"),
+])
+def test_content_disposition(name, expected):
+    assert content_disposition("attachment", name) == expected
+
+
+def _req(headers: dict[str, str]) -> Request:
+    return Request({"type": "http", "method": "GET", "path": "/", "headers": [
+        (k.lower().encode(), v.encode()) for k, v in headers.items()]})
+
+
+@pytest.mark.parametrize("headers,fresh", [
+    ({}, False),
+    ({"If-None-Match": '"e"'}, True),
+    ({"If-None-Match": 'W/"e"'}, True),
+    ({"If-None-Match": '"x", "e"'}, True),
+    ({"If-None-Match": "*"}, True),
+    ({"If-None-Match": '"x"'}, False),
+    ({"If-None-Match": '"e"', "Cache-Control": "no-cache"}, False),
+    ({"If-None-Match": '"e"', "If-Modified-Since": "Wed, 21 Oct 2015 07:28:00 GMT"}, False),
+    ({"If-Modified-Since": "Wed, 21 Oct 2015 07:28:00 GMT"}, False),
+])
+def test_is_fresh(headers, fresh):
+    assert is_fresh(_req(headers), '"e"') is fresh
+
+
+@pytest.mark.parametrize("data,mime", [
+    (b"", None), (b"\x0a\x0b\x0c", None), (b"\xff\xd8\xff\xe0", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"), (b"GIF89a", "image/gif"), (b"RIFF\0\0\0\0WEBPVP8 ", "image/webp"),
+    (b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml"), (b"  \n\t<svg/>", "image/svg+xml"),
+    (b"<?xml version='1.0'?><note/>", "image/svg+xml"), (b"\0\0\0\x1cftypavif", "image/avif"),
+    (b"\0\0\x01\0", "image/x-icon"), (b"icns", "image/x-icns"), (b"II*\0", "image/tiff"), (b"MM\0*", "image/tiff"),
+    (b"BM", "image/bmp"), (b"\xff\x0a", "image/jxl"), (b"\0\0\0\x18ftypheic", "image/heic"),
+    (b"%PDF-1.4", "application/pdf"), (b"\0\0\0\x0cjP  \r\n\x87\n", "image/jp2"), (b"foo", None),
+])
+def test_detect_type(data, mime):
+    assert detect_type(data) == mime
+
+
+def test_animation_detection(corpus):
+    assert is_animated((corpus / "animated.gif").read_bytes(), "image/gif")
+    assert is_animated((corpus / "animated.png").read_bytes(), "image/png")
+    assert is_animated((corpus / "animated.webp").read_bytes(), "image/webp")
+    assert not is_animated((corpus / "test.gif").read_bytes(), "image/gif")
+    assert not is_animated((corpus / "test.png").read_bytes(), "image/png")
+    assert not is_animated((corpus / "test.webp").read_bytes(), "image/webp")
+
+
+# -- the query string: whatever arrives, the answer is a 400 with a message or a valid request ---
+
+_params = st.lists(
+    st.tuples(
+        st.sampled_from(["url", "w", "q", "URL", "x", "", "url[]", "w "]),
+        st.one_of(
+            st.text(max_size=40),
+            st.sampled_from(["/test.png", "//x", "/_next/image", "http://a.b/c.png", "0384", "75",
+                             "99999999999999999999", "-1", "1e3", "%", "/a%00b", "/\u00e4"]),
+            st.integers(min_value=-10, max_value=10**30).map(str),
+        ),
+    ),
+    max_size=6,
+)
+
+
+@given(params=_params, accept=st.text(max_size=60))
+@settings(max_examples=1500, deadline=None)
+def test_parse_request_never_crashes(params, accept):
+    from urllib.parse import urlencode
+
+    cfg = ImagesConfig()
+    try:
+        req = parse_request(urlencode(params), accept, cfg)
+    except ImageError as e:
+        assert e.status == 400 and e.message
+    else:
+        assert req.width in cfg.widths and req.quality in (cfg.qualities or range(1, 101))
