@@ -285,7 +285,9 @@ class Fetcher:
         try:
             nxt = parse_remote_url(urljoin(str(current), location.strip()))
         except ImageError as e:
-            raise ImageError(e.status if e.message == NOT_ALLOWED else 502, e.message if e.message == NOT_ALLOWED else UPSTREAM_INVALID) from None
+            if e.message == NOT_ALLOWED:  # userinfo in the Location
+                raise
+            raise ImageError(502, f"{UPSTREAM_INVALID} (bad redirect location)") from None
         if not has_remote_match(self._cfg.domains, self._cfg.remote_patterns, str(nxt)):
             raise ImageError(400, NOT_ALLOWED)
         return nxt
