@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: install run test test-py test-loader bench clean
+.PHONY: install run test test-py test-loader bench bench-next clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,13 @@ test-py: $(STAMP)
 test-loader:
 	cd loader && node --test
 
+# Benchmarks (issue #5), separate from `make test`: writes benchmarks/RESULTS.md (~30 min on 2 quiet
+# cores). BENCH_ARGS=--quick for a smoke run. Side by side with Next.js: benchmarks/compare_next.sh
 bench: $(STAMP)
-	$(PY) -m pytest benchmarks --benchmark-enable -q
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
+
+bench-next: $(STAMP)
+	benchmarks/compare_next.sh
 
 clean:
 	rm -rf $(VENV) .imgopt-cache .pytest_cache

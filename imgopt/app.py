@@ -9,13 +9,15 @@ from typing import AsyncIterator
 from urllib.parse import quote
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from . import metrics
 from .config import Settings
 from .errors import ImageError
-from .params import parse_request
+from .params import parse_placeholder_request, parse_request
 from .service import ImageService, Served
 from .transform import EXTENSIONS, configure_libvips
 
@@ -92,9 +94,30 @@ def image_response(request: Request, served: Served, href: str, is_static: bool,
     return Response(body, status_code=200, headers=headers)
 
 
+def placeholder_response(request: Request, served: Served) -> Response:
+    """The placeholder JSON (imgopt/placeholder.py) with the images' caching headers."""
+    entry = served.entry
+    headers = {
+        "Cache-Control": f"public, max-age={entry.max_age}, must-revalidate",
+        "ETag": entry.etag,
+        "Access-Control-Allow-Origin": "*",
+    }
+    if is_fresh(request, entry.etag):
+        return Response(status_code=304, headers=headers)
+    headers.update({
+        "Content-Type": entry.mime,
+        "X-Content-Type-Options": "nosniff",
+        "X-Nextjs-Cache": served.state,
+        "Content-Length": str(len(entry.body)),
+    })
+    return Response(b"" if request.method == "HEAD" else entry.body, status_code=200, headers=headers)
+
+
 def create_app(settings: Settings) -> Starlette:
     configure_libvips()
     service = ImageService(settings)
+    metrics.bind_pool(service.pool)
+    metrics.configure_access_log()
 
     async def image(request: Request) -> Response:
         try:
@@ -111,8 +134,26 @@ def create_app(settings: Settings) -> Starlette:
             log.exception("unexpected error for %s", request.url)
             return error_response(ImageError(500, "Internal error while optimizing the image"))
 
+    async def placeholder(request: Request) -> Response:
+        try:
+            req = parse_placeholder_request(
+                request.scope.get("query_string", b"").decode("utf-8", "replace"), settings.images
+            )
+            return placeholder_response(request, await service.get(req))
+        except ImageError as e:
+            return error_response(e)
+        except Exception:
+            log.exception("unexpected error for %s", request.url)
+            return error_response(ImageError(500, "Internal error while making the placeholder"))
+
     async def healthz(request: Request) -> Response:
-        return PlainTextResponse("ok")
+        # Always 200 while the process can answer: a degraded shared cache (Redis down) is
+        # reported in the body, and the replica keeps serving, so balancers should keep it.
+        return JSONResponse(await service.coordinator.health(), headers={"Cache-Control": "no-store"})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -125,9 +166,12 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             Route("/_next/image", image, methods=["GET", "HEAD"]),
             Route("/_next/image/", image, methods=["GET", "HEAD"]),
+            Route("/_next/image/placeholder", placeholder, methods=["GET", "HEAD"]),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(metrics.ObserveMiddleware)],
     )
     app.state.service = service
     return app

@@ -4,6 +4,10 @@ An entry is the response body plus a small header: type, validators, TTL and a C
 the body. A damaged entry (bad header, wrong length, wrong checksum) is deleted and reported
 as a miss, never served. Entries are not expired by the store: a stale entry is served as
 STALE while one refresh runs, and the size limit evicts the least recently used.
+
+``open_cache`` picks the store for ``--cache``: this disk cache, or Redis shared by replicas
+(imgopt/rediscache.py), optionally with the disk cache as a local first tier (``TieredStore``),
+plus the ``Coordinator`` that decides which replica produces a missing entry.
 """
 
 from __future__ import annotations
@@ -15,9 +19,14 @@ import time
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Awaitable, Callable, Protocol
 
 import diskcache
+
+from . import metrics
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 CACHE_VERSION = "imgopt-1"
 _MAGIC = b"IMGOPT1\n"
@@ -146,3 +155,104 @@ def get_max_age(cache_control: str | None) -> int:
             break
         digits += ch
     return int(digits) if digits else 0
+
+
+# -- tiers and cross-replica work ------------------------------------------------------------
+
+
+class MeteredStore:
+    """A store that counts its look-ups (hit, stale, miss) under a tier name."""
+
+    def __init__(self, inner: Store, tier: str) -> None:
+        self.inner = inner
+        self.tier = tier
+
+    def get(self, key: str) -> Entry | None:
+        entry = self.inner.get(key)
+        result = "miss" if entry is None else "stale" if entry.is_stale() else "hit"
+        metrics.CACHE_LOOKUPS.labels(self.tier, result).inc()
+        return entry
+
+    def set(self, key: str, entry: Entry) -> None:
+        self.inner.set(key, entry)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class TieredStore:
+    """A local first tier (this replica's disk) in front of a shared one (Redis).
+
+    A fresh local entry answers at once; otherwise the shared tier is asked and a newer entry
+    found there is copied into the local one. Writes go to both; a failing local tier never
+    stops the shared write.
+    """
+
+    def __init__(self, near: Store, far: Store) -> None:
+        self.near = near
+        self.far = far
+
+    def get(self, key: str) -> Entry | None:
+        near = self.near.get(key)
+        if near is not None and not near.is_stale():
+            return near
+        far = self.far.get(key)
+        if far is None or (near is not None and near.expire_at >= far.expire_at):
+            return near
+        try:
+            self.near.set(key, far)
+        except Exception:
+            pass
+        return far
+
+    def set(self, key: str, entry: Entry) -> None:
+        try:
+            self.near.set(key, entry)
+        finally:
+            self.far.set(key, entry)
+
+    def close(self) -> None:
+        try:
+            self.near.close()
+        finally:
+            self.far.close()
+
+
+class Coordinator(Protocol):
+    """Who produces a missing or stale entry: here, or another replica (see rediscache)."""
+
+    async def run(self, key: str, previous: Entry | None, produce: Callable[[], Awaitable[Entry]]) -> Entry: ...
+    async def health(self) -> dict[str, str]: ...
+
+
+class LocalCoordinator:
+    """One process, nobody to share with: always produce here."""
+
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
+
+    async def run(self, key: str, previous: Entry | None, produce: Callable[[], Awaitable[Entry]]) -> Entry:
+        return await produce()
+
+    async def health(self) -> dict[str, str]:
+        return {"status": "ok", "cache": self.backend}
+
+
+def open_cache(settings: "Settings") -> tuple[Store, Coordinator]:
+    """The store and coordinator for ``--cache`` / ``--cache-tier`` (disk unless a Redis URL).
+
+    disk:                 DiskStore in --cache-dir (NullStore when --cache-size is 0)
+    redis://…:            RedisStore alone
+    redis://… + tier disk: DiskStore (first tier) in front of RedisStore
+    """
+    disk: Store | None = None
+    if settings.cache_size > 0 and (settings.cache == "disk" or settings.cache_tier == "disk"):
+        disk = MeteredStore(DiskStore(settings.cache_dir, settings.cache_size), "disk")
+    if settings.cache == "disk":
+        return (disk if disk is not None else NullStore()), LocalCoordinator("disk" if disk is not None else "none")
+    from .rediscache import LOCK_TTL, RedisCoordinator, RedisStore
+
+    shared = RedisStore(settings.cache, settings.redis_timeout)
+    coordinator = RedisCoordinator(shared, settings.fetch_timeout + settings.transform_timeout + LOCK_TTL + 2)
+    far = MeteredStore(shared, "redis")
+    return (TieredStore(disk, far) if disk is not None else far), coordinator

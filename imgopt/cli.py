@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import ConfigError, ImagesConfig, Settings, load_images_config
+from .config import ConfigError, ImagesConfig, Settings, load_images_config, parse_images_config
+from .nextconfig import load_next_config
 
 
 def _size(text: str) -> int:
@@ -45,15 +46,37 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _cache_backend(text: str) -> str:
+    value = text.strip()
+    if value == "disk" or value.startswith(("redis://", "rediss://", "unix://")):
+        if value != "disk":
+            from redis.connection import parse_url  # the client's own URL rules
+
+            parse_url(value)
+        return value
+    raise ValueError("expected disk or a redis://host:port/db URL (rediss:// for TLS, unix:// for a socket)")
+
+
+def _cache_tier(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("none", "disk"):
+        raise ValueError("expected none or disk")
+    return value
+
+
 # flag, type, help. The environment variable is IMGOPT_ + the flag in upper case.
 OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ("host", str, "address to bind (default 127.0.0.1)"),
     ("port", int, "port to listen on (default 3001)"),
     ("config", str, "JSON file with the Next.js `images` object (or {\"images\": {...}})"),
+    ("next-config", str, "the site's next.config.(js|mjs|ts) or project folder; its `images` section is read with node"),
     ("local-root", str, "folder that relative urls (/img.png) are read from"),
     ("origin", str, "base URL that relative urls are fetched from when there is no --local-root"),
     ("cache-dir", str, "folder of the disk cache (default .imgopt-cache)"),
     ("cache-size", _size, "disk cache bound in bytes, K/M/G suffixes allowed (default 1G; 0 = no cache)"),
+    ("cache", _cache_backend, "disk (default), or a redis://host:port/db URL: one cache shared by all replicas"),
+    ("cache-tier", _cache_tier, "with a Redis --cache: disk keeps a local first tier in --cache-dir, none (default) does not"),
+    ("redis-timeout", _seconds, "seconds allowed for each Redis connect, read or write before the cache is skipped (default 0.25)"),
     ("workers", _positive_int, "image worker threads (default: number of CPUs)"),
     ("queue", _non_negative_int, "requests that may wait for a worker before 503 (default 4 x workers)"),
     ("fetch-timeout", _seconds, "seconds allowed for fetching an original (default 7)"),
@@ -99,7 +122,14 @@ def resolve_options(args: argparse.Namespace, env: dict[str, str]) -> dict[str, 
 
 
 def settings_from(values: dict[str, Any]) -> Settings:
-    images = load_images_config(values["config"]) if "config" in values else ImagesConfig()
+    if "config" in values and "next_config" in values:
+        raise UsageError("--config and --next-config cannot be used together; give one source of the images settings")
+    if "config" in values:
+        images = load_images_config(values["config"])
+    elif "next_config" in values:
+        images = parse_images_config(load_next_config(values["next_config"]))
+    else:
+        images = ImagesConfig()
     kw: dict[str, Any] = {"images": images}
     for key in ("host", "port", "origin", "workers", "queue", "fetch_timeout", "transform_timeout", "max_input_pixels"):
         if key in values:
@@ -117,6 +147,9 @@ def settings_from(values: dict[str, Any]) -> Settings:
         kw["cache_size"] = values["cache_size"]
     elif images.maximum_disk_cache_size is not None:
         kw["cache_size"] = images.maximum_disk_cache_size
+    for key in ("cache", "cache_tier", "redis_timeout"):
+        if key in values:
+            kw[key] = values[key]
     return Settings(**kw)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .extensions import AnimatedLimits, AutoQuality, parse_animated, parse_auto_quality
 from .patterns import LocalPattern, PatternError, RemotePattern, default_local_patterns
 
 DEFAULT_DEVICE_SIZES = (640, 750, 828, 1080, 1200, 1920, 2048, 3840)
@@ -52,6 +53,9 @@ class ImagesConfig:
     maximum_redirects: int = 3
     dangerously_allow_local_ip: bool = False
     maximum_disk_cache_size: int | None = None
+    # imgopt extensions, not Next.js options (imgopt/extensions.py, docs/beyond-next.md)
+    auto_quality: AutoQuality | None = None
+    animated: AnimatedLimits | None = None
 
     @property
     def widths(self) -> frozenset[int]:
@@ -164,6 +168,15 @@ def parse_images_config(obj: Any) -> ImagesConfig:
         kw["maximum_redirects"] = _int(obj["maximumRedirects"], "maximumRedirects", 0, 20)
     if "maximumDiskCacheSize" in obj and obj["maximumDiskCacheSize"] is not None:
         kw["maximum_disk_cache_size"] = _int(obj["maximumDiskCacheSize"], "maximumDiskCacheSize", 0)
+    for key, attr, parse in (
+        ("autoQuality", "auto_quality", lambda raw: parse_auto_quality(raw, kw.get("qualities", (75,)))),
+        ("animated", "animated", parse_animated),
+    ):
+        if key in obj:
+            try:
+                kw[attr] = parse(obj[key])
+            except ValueError as e:
+                raise ConfigError(f"images.{key}: {e}") from None
     return ImagesConfig(**kw)
 
 
@@ -172,6 +185,7 @@ _KNOWN_KEYS = {
     "localPatterns", "domains", "dangerouslyAllowSVG", "contentSecurityPolicy",
     "contentDispositionType", "maximumResponseBody", "maximumRedirects", "dangerouslyAllowLocalIP",
     "maximumDiskCacheSize",
+    "autoQuality", "animated",  # imgopt extensions
 } | _IGNORED_KEYS
 
 
@@ -199,6 +213,9 @@ class Settings:
     origin: str | None = None
     cache_dir: Path = Path(".imgopt-cache")
     cache_size: int = 1 << 30
+    cache: str = "disk"  # 'disk', or a redis:// / rediss:// / unix:// URL shared by replicas
+    cache_tier: str = "none"  # with Redis: 'disk' keeps --cache-dir as a local first tier
+    redis_timeout: float = 0.25  # seconds per Redis socket operation (connect, read, write)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     queue: int | None = None  # None: 4 × workers
     fetch_timeout: float = 7.0

@@ -16,7 +16,7 @@ import hashlib
 import os
 import stat
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import AsyncIterator, Iterator
 from urllib.parse import urljoin
@@ -83,6 +83,19 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
+
+
+def _wire_url(url: RemoteURL) -> str:
+    """The URL handed to httpx, with an IP-literal host in its canonical form.
+
+    Security fix (issue #4): hosts such as ``0177.0.0.1`` or ``127.000.000.001`` are valid URL
+    hosts (WHATWG reads them as 127.0.0.1, and so do the remote patterns and the address
+    guard), but httpx refuses them with ``InvalidURL``, which escaped as a 500. Sending the
+    canonical address (what a browser would put on the wire) keeps the guard's decision and
+    the request about the same host.
+    """
+    ip = netguard.parse_ip_literal(url.host)
+    return str(replace(url, host=str(ip))) if ip is not None else str(url)
 
 
 def _guarded_client(allow_private: bool) -> httpx.AsyncClient:
@@ -257,7 +270,7 @@ class Fetcher:
         redirects_left = self._cfg.maximum_redirects
         while True:
             try:
-                async with self._remote.stream("GET", str(url), headers=_REQUEST_HEADERS) as resp:
+                async with self._remote.stream("GET", _wire_url(url), headers=_REQUEST_HEADERS) as resp:
                     if resp.status_code in _REDIRECTS and resp.headers.get("location"):
                         if redirects_left == 0:
                             raise ImageError(508, UPSTREAM_INVALID)
@@ -276,6 +289,10 @@ class Fetcher:
                 raise ImageError(400, NOT_ALLOWED) from None
             except netguard.ResolveError:
                 raise ImageError(502, f"{UPSTREAM_INVALID} (host could not be resolved)") from None
+            except httpx.InvalidURL:
+                # Issue #4: a URL httpx cannot represent is the client's problem (400), not a
+                # 500. httpx.InvalidURL is not an httpx.HTTPError, so it needs its own clause.
+                raise ImageError(400, '"url" parameter is invalid') from None
             except httpx.TimeoutException:
                 raise
             except httpx.HTTPError as e:

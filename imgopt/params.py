@@ -58,10 +58,21 @@ class ImageRequest:
     quality: int
     mime: str  # negotiated output type ('' = keep the source's type)
     is_static: bool
+    # imgopt extensions (docs/beyond-next.md): the type an animation may be re-encoded to
+    # ('' = pass it through), and whether this is a /_next/image/placeholder request.
+    animated_mime: str = ""
+    placeholder: bool = False
 
     @property
     def is_local(self) -> bool:
         return self.remote is None
+
+    @property
+    def cache_mime(self) -> str:
+        """The negotiated type as the cache key sees it (AVIF clients differ in WebP support)."""
+        if self.animated_mime and self.animated_mime != self.mime:
+            return f"{self.mime};animated={self.animated_mime}"
+        return self.mime
 
 
 def _bad(message: str) -> ImageError:
@@ -198,13 +209,9 @@ def negotiate(accept: str, formats: tuple[str, ...]) -> str:
     return best
 
 
-def parse_request(raw_query: str, accept: str, cfg: ImagesConfig) -> ImageRequest:
-    """Validate the query in Next.js's order (spec §1.2); raise ImageError(400, message)."""
-    query = parse_query(raw_query)
+def _parse_url(query: dict[str, list[str]], cfg: ImagesConfig) -> tuple[str, str, RemoteURL | None]:
+    """The `url` parameter checked as Next.js does: (raw url, href, remote or None)."""
     url = _one(query, "url")
-    w = _one(query, "w")
-    q = _one(query, "q")
-
     if not url:
         raise _bad('"url" parameter is required')
     if isinstance(url, list):
@@ -225,7 +232,7 @@ def parse_request(raw_query: str, accept: str, cfg: ImagesConfig) -> ImageReques
             raise _bad('"url" parameter is invalid') from None
         if _RECURSIVE.search(decoded):
             raise _bad('"url" parameter cannot be recursive')
-        if not has_local_match(cfg.local_patterns, quote(path, safe="/%!$&'()*+,;=:@~-._") + search):
+        if not has_local_match(cfg.local_patterns, path + search):  # it applies WHATWG encoding
             raise _bad('"url" parameter is not allowed')
         href = url
     else:
@@ -233,6 +240,15 @@ def parse_request(raw_query: str, accept: str, cfg: ImagesConfig) -> ImageReques
         if not has_remote_match(cfg.domains, cfg.remote_patterns, str(remote)):
             raise _bad('"url" parameter is not allowed')
         href = str(remote)
+    return url, href, remote
+
+
+def parse_request(raw_query: str, accept: str, cfg: ImagesConfig) -> ImageRequest:
+    """Validate the query in Next.js's order (spec §1.2); raise ImageError(400, message)."""
+    query = parse_query(raw_query)
+    w = _one(query, "w")
+    q = _one(query, "q")
+    url, href, remote = _parse_url(query, cfg)
 
     if not w:
         raise _bad('"w" parameter (width) is required')
@@ -265,4 +281,12 @@ def parse_request(raw_query: str, accept: str, cfg: ImagesConfig) -> ImageReques
         quality=quality,
         mime=negotiate(accept, cfg.formats),
         is_static=is_static,
+        animated_mime=negotiate(accept, tuple(f for f in cfg.formats if f == "image/webp")) if cfg.animated else "",
     )
+
+
+def parse_placeholder_request(raw_query: str, cfg: ImagesConfig) -> ImageRequest:
+    """`/_next/image/placeholder?url=…`: the url checked exactly as for images; no w or q."""
+    _url, href, remote = _parse_url(parse_query(raw_query), cfg)
+    return ImageRequest(href=href, remote=remote, width=0, quality=0, mime="application/json",
+                        is_static=False, placeholder=True)

@@ -11,7 +11,7 @@ Pure and standard-library only. What it mirrors:
 Glob semantics
 --------------
 *Pathnames* use ``picomatch.makeRe(pattern, {dot: true})``, as Next does.
-:func:`pathname_regex` is a port of picomatch's parser (the copy Next ships as
+:func:`pathname_matcher` is a port of picomatch's parser (the copy Next ships as
 ``next/dist/compiled/picomatch``) for this subset:
 
 ``*``
@@ -41,7 +41,8 @@ Glob semantics
 Dot segments (``.`` and ``..``) are never matched by ``*`` or ``**``. The WHATWG
 parser removes them from URLs anyway.
 
-Deliberate differences from picomatch (all of them make matching stricter):
+Deliberate differences from picomatch. In each case a pattern here matches what
+it literally says:
 
 * No extglobs (``+(a|b)``, ``@(..)``, ``!(..)``, ``*(..)``, ``?(..)``), no leading
   ``!`` negation and no ``"quoting"``. ``( ) | + @ ! " $ ^`` are always
@@ -49,6 +50,11 @@ Deliberate differences from picomatch (all of them make matching stricter):
   splits the whole regex, so ``/img(1).png`` would not match ``/img(1).png``.
   Here it does.
 * ``\\d``, ``\\w`` and similar escapes mean the letter itself, not a regex class.
+* A ``[`` that never closes (``/a[]b``, ``/x[^]``) makes the rest of the pattern
+  literal text. Picomatch pastes the rest into the regex unescaped.
+
+Matching time is linear in the subject's length. See :class:`GlobMatcher`: the
+equivalent backtracking regex can take minutes on a hostile URL.
 
 *Hostnames* do not use picomatch's rules here. Picomatch splits on ``/``, so in
 Next ``*`` can cover several labels (``*.example.com`` matches ``a.b.example.com``,
@@ -99,8 +105,9 @@ __all__ = [
     "LocalPattern",
     "parse_url",
     "local_pathname_and_search",
-    "pathname_regex",
-    "hostname_regex",
+    "GlobMatcher",
+    "pathname_matcher",
+    "hostname_matcher",
     "match_remote_pattern",
     "has_remote_match",
     "match_local_pattern",
@@ -482,7 +489,7 @@ def _posix_item(items: list[str]) -> str | None:
 
 
 class _Tok:
-    __slots__ = ("type", "value", "output", "prev", "star", "items", "comma", "dots", "tokens_index")
+    __slots__ = ("type", "value", "output", "prev", "star", "items", "comma", "dots")
 
     def __init__(self, type_: str, value: str, output: str) -> None:
         self.type = type_
@@ -493,7 +500,6 @@ class _Tok:
         self.items: list[str] | None = None
         self.comma = False
         self.dots = False
-        self.tokens_index = 0
 
 
 class _PathGlobParser:
@@ -594,7 +600,6 @@ class _PathGlobParser:
                 self.braces += 1
                 self.kinds.append("braces")
                 tok = _Tok("brace", "{", "(")
-                tok.tokens_index = len(self.toks)
                 self.brace_stack.append(tok)
                 self.push(tok)
                 continue
@@ -780,17 +785,11 @@ def _pathname_source(pattern: str) -> str:
 
 
 @functools.lru_cache(maxsize=2048)
-def pathname_regex(pattern: str) -> re.Pattern[str]:
-    """Compiled equivalent of ``picomatch.makeRe(pattern, {dot: true})`` (see module doc).
-
-    Use ``.match()``. The regex is anchored at both ends.
-    """
+def pathname_matcher(pattern: str) -> GlobMatcher:
+    """Matcher equivalent to ``picomatch.makeRe(pattern, {dot: true})`` (see module doc)."""
     if not isinstance(pattern, str) or not pattern:
         raise PatternError("pathname pattern must be a non-empty string")
-    try:
-        return re.compile("^(?:" + _pathname_source(pattern) + r")\Z")
-    except re.error:  # picomatch: an invalid regex becomes one that never matches
-        return re.compile(_NEVER)
+    return GlobMatcher(pattern, "^(?:" + _pathname_source(pattern) + r")\Z", 0)
 
 
 # --------------------------------------------------------------------------------------
@@ -894,14 +893,350 @@ class _HostGlobCompiler:
 
 
 @functools.lru_cache(maxsize=2048)
-def hostname_regex(pattern: str) -> re.Pattern[str]:
-    """Compiled hostname glob (see module doc). Case-insensitive; use ``.match()``."""
+def hostname_matcher(pattern: str) -> GlobMatcher:
+    """Matcher for a hostname glob (see module doc). Ignores ASCII case."""
     if not isinstance(pattern, str) or not pattern:
         raise PatternError("hostname pattern must be a non-empty string")
-    try:
-        return re.compile("^(?:" + _HostGlobCompiler(pattern).compile() + r")\Z", re.IGNORECASE | re.ASCII)
-    except re.error:
-        return re.compile(_NEVER)
+    source = "^(?:" + _HostGlobCompiler(pattern).compile() + r")\Z"
+    return GlobMatcher(pattern, source, re.IGNORECASE | re.ASCII)
+
+
+# --------------------------------------------------------------------------------------
+# linear-time matching of the generated regexes
+# --------------------------------------------------------------------------------------
+#
+# The regexes above are what picomatch would build, but Python's backtracking engine
+# can take polynomial time on them: "/img/*-*-*.png" against a 3000-character
+# segment, or "/**/a/**/b/*.png" against "/a/b/a/b/...". The subject is the
+# attacker's URL and ``re`` holds the GIL. So GlobMatcher runs ``re`` only when
+# that cannot happen (at most one unbounded loop, and its body is a single
+# character). Otherwise it parses the regex (only the small subset generated here)
+# into a Thompson NFA and simulates it as a lazily built DFA. That costs O(len(s))
+# per match once the transition cache is warm, and O(len(s) * NFA size) at worst.
+# The only lookaheads generated look at most a few characters ahead, so their
+# results are cached per (at start?, next few characters).
+
+_CHAR, _SPLIT, _ASSERT, _MATCH = 0, 1, 2, 3
+_CACHE_LIMIT = 50_000
+
+
+class _RegexSubsetParser:
+    """Parses the regex subset emitted by this module into a small AST.
+
+    Nodes: ``("char", source)``, ``("cat", [..])``, ``("alt", [..])``,
+    ``("rep", node, lo, hi_or_None)``, ``("assert", kind, data)``, where kind is
+    ``"bol"``, ``"eos"`` or ``"look"`` and data is ``(inner_source, positive, inner_node)``.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.s = source
+        self.i = 0
+
+    def parse(self) -> tuple:
+        node = self.alt()
+        if self.i != len(self.s):
+            raise ValueError(f"unexpected {self.s[self.i]!r} at {self.i} in {self.s!r}")
+        return node
+
+    def alt(self) -> tuple:
+        branches = [self.cat()]
+        while self.i < len(self.s) and self.s[self.i] == "|":
+            self.i += 1
+            branches.append(self.cat())
+        return branches[0] if len(branches) == 1 else ("alt", branches)
+
+    def cat(self) -> tuple:
+        items = []
+        while self.i < len(self.s) and self.s[self.i] not in "|)":
+            items.append(self.repeat())
+        return items[0] if len(items) == 1 else ("cat", items)
+
+    def repeat(self) -> tuple:
+        node = self.atom()
+        s = self.s
+        while self.i < len(s) and s[self.i] in "*+?{":
+            c = s[self.i]
+            if c == "{":
+                m = re.compile(r"\{(\d+),(\d+)\}").match(s, self.i)
+                if not m:
+                    raise ValueError(f"unsupported quantifier at {self.i} in {s!r}")
+                lo, hi = int(m.group(1)), int(m.group(2))
+                self.i = m.end()
+            else:
+                lo, hi = {"*": (0, None), "+": (1, None), "?": (0, 1)}[c]
+                self.i += 1
+            if self.i < len(s) and s[self.i] == "?":  # lazy: irrelevant for a yes/no answer
+                self.i += 1
+            node = ("rep", node, lo, hi)
+        return node
+
+    def atom(self) -> tuple:
+        s, i = self.s, self.i
+        c = s[i]
+        if c == "(":
+            kind = "group"
+            if s.startswith("(?:", i):
+                self.i += 3
+            elif s.startswith("(?=", i) or s.startswith("(?!", i):
+                kind = "look"
+                self.i += 3
+            else:
+                self.i += 1
+            start = self.i
+            inner = self.alt() if self.i < len(s) and s[self.i] != ")" else ("cat", [])
+            if self.i >= len(s) or s[self.i] != ")":
+                raise ValueError(f"unbalanced group in {s!r}")
+            inner_source = s[start : self.i]
+            self.i += 1
+            if kind == "look":
+                return ("assert", "look", (inner_source, s[i + 2] == "=", inner))
+            return inner
+        if c == "[":
+            j = i + 1
+            if j < len(s) and s[j] == "^":
+                j += 1
+            while j < len(s) and s[j] != "]":
+                j += 2 if s[j] == "\\" else 1
+            if j >= len(s):
+                raise ValueError(f"unterminated class in {s!r}")
+            self.i = j + 1
+            return ("char", s[i : j + 1])
+        if c == "^":
+            self.i += 1
+            return ("assert", "bol", None)
+        if c == "\\":
+            self.i += 2
+            if s[i + 1] == "Z":
+                return ("assert", "eos", None)
+            return ("char", s[i : i + 2])
+        if c in "*+?{)|":
+            raise ValueError(f"unexpected {c!r} at {i} in {s!r}")
+        self.i += 1
+        return ("char", c)
+
+
+def _max_width(node: tuple) -> float:
+    kind = node[0]
+    if kind == "char":
+        return 1
+    if kind == "cat":
+        return sum(_max_width(n) for n in node[1])
+    if kind == "alt":
+        return max(_max_width(n) for n in node[1])
+    if kind == "rep":
+        if node[3] is None:
+            return 0 if _max_width(node[1]) == 0 else float("inf")
+        return node[3] * _max_width(node[1])
+    return 0  # assertions
+
+
+def _backtracking_is_safe(node: tuple) -> bool:
+    """True when ``re`` runs in linear time: one unbounded loop at most, over one char."""
+    loops: list[tuple] = []
+    alt_paths = [1]
+
+    def walk(n: tuple) -> None:
+        kind = n[0]
+        if kind in ("cat", "alt"):
+            if kind == "alt":
+                alt_paths[0] *= len(n[1])
+            for child in n[1]:
+                walk(child)
+        elif kind == "rep":
+            if n[3] is None:
+                loops.append(n)
+            walk(n[1])
+        # lookahead bodies are bounded by construction and not walked
+
+    def one_char(n: tuple) -> bool:  # a char, optionally guarded by assertions
+        if n[0] == "char":
+            return True
+        if n[0] != "cat":
+            return False
+        kinds = [c[0] for c in n[1]]
+        return kinds.count("char") == 1 and all(k in ("char", "assert") for k in kinds)
+
+    walk(node)
+    return alt_paths[0] <= 64 and (not loops or (len(loops) == 1 and one_char(loops[0][1])))
+
+
+class GlobMatcher:
+    """A compiled glob. ``matches(s)`` runs in time linear in ``len(s)``.
+
+    ``source`` is the equivalent Python regex (anchored). ``regex`` compiles it for
+    inspection. Don't run ``regex`` on untrusted input: it can backtrack for a
+    very long time.
+    """
+
+    __slots__ = (
+        "pattern", "source", "flags", "regex", "_use_re", "_states", "_start", "_asserts",
+        "_window", "_ctx_cache", "_closure_cache", "_step_cache", "_match_bit",
+    )
+
+    def __init__(self, pattern: str, source: str, flags: int, *, force_automaton: bool = False) -> None:
+        self.pattern = pattern
+        self.source = source
+        self.flags = flags
+        try:
+            self.regex = re.compile(source, flags)
+            ast = _RegexSubsetParser(source).parse()
+        except (re.error, ValueError):  # picomatch: an invalid regex never matches
+            self.source = _NEVER
+            self.regex = re.compile(_NEVER)
+            ast = _RegexSubsetParser(_NEVER).parse()
+        self._use_re = not force_automaton and _backtracking_is_safe(ast)
+        self._ctx_cache: dict[tuple[bool, str], int] = {}
+        self._closure_cache: dict[tuple[int, int], int] = {}
+        self._step_cache: dict[tuple[int, str], int] = {}
+        if not self._use_re:
+            self._compile(ast)
+
+    def __repr__(self) -> str:
+        return f"GlobMatcher({self.pattern!r}, {self.source!r})"
+
+    # -- NFA construction -------------------------------------------------------------
+
+    def _compile(self, ast: tuple) -> None:
+        states: list[list[Any]] = []
+        asserts: list[tuple[str, Any]] = []
+        assert_ids: dict[tuple[str, Any], int] = {}
+        widths: list[float] = []
+
+        def new(*state: Any) -> int:
+            states.append(list(state))
+            return len(states) - 1
+
+        def build(node: tuple, nxt: int) -> int:
+            kind = node[0]
+            if kind == "char":
+                return new(_CHAR, re.compile(node[1], self.flags).fullmatch, nxt)
+            if kind == "cat":
+                for child in reversed(node[1]):
+                    nxt = build(child, nxt)
+                return nxt
+            if kind == "alt":
+                return new(_SPLIT, [build(child, nxt) for child in node[1]])
+            if kind == "rep":
+                _, body, lo, hi = node
+                if hi is None:
+                    loop = new(_SPLIT, [])
+                    states[loop][1] = [build(body, loop), nxt]
+                    head = loop
+                else:  # hi - lo optional copies, each either taken or skipped to nxt
+                    head = nxt
+                    for _ in range(hi - lo):
+                        head = new(_SPLIT, [build(body, head), nxt])
+                for _ in range(lo):
+                    head = build(body, head)
+                return head
+            # assertion
+            _, akind, data = node
+            key = (akind, None if data is None else (data[0], data[1]))
+            if key not in assert_ids:
+                assert_ids[key] = len(asserts)
+                if akind == "look":
+                    inner_source, positive, inner = data
+                    asserts.append(("look", (re.compile(inner_source, self.flags).match, positive)))
+                    widths.append(_max_width(inner))
+                else:
+                    asserts.append((akind, None))
+            return new(_ASSERT, assert_ids[key], nxt)
+
+        match = new(_MATCH)
+        self._start = build(ast, match)
+        self._states = states
+        self._asserts = asserts
+        self._match_bit = 1 << match
+        worst = max(widths, default=0)
+        self._window = None if worst == float("inf") else int(worst) + 1
+
+    # -- simulation ---------------------------------------------------------------------
+
+    def _context(self, s: str, pos: int) -> int:
+        window = self._window
+        if window is not None:
+            key = (pos == 0, s[pos : pos + window])
+            ctx = self._ctx_cache.get(key)
+            if ctx is not None:
+                return ctx
+        ctx = 0
+        for k, (kind, data) in enumerate(self._asserts):
+            if kind == "bol":
+                ok = pos == 0
+            elif kind == "eos":
+                ok = pos == len(s)
+            else:
+                fn, positive = data
+                ok = (fn(s, pos) is not None) == positive
+            if ok:
+                ctx |= 1 << k
+        if window is not None:
+            if len(self._ctx_cache) > _CACHE_LIMIT:
+                self._ctx_cache.clear()
+            self._ctx_cache[key] = ctx
+        return ctx
+
+    def _closure(self, bits: int, ctx: int) -> int:
+        key = (bits, ctx)
+        cached = self._closure_cache.get(key)
+        if cached is not None:
+            return cached
+        states = self._states
+        out = 0
+        seen = 0
+        stack = []
+        while bits:
+            low = bits & -bits
+            stack.append(low.bit_length() - 1)
+            bits ^= low
+        while stack:
+            i = stack.pop()
+            if seen >> i & 1:
+                continue
+            seen |= 1 << i
+            st = states[i]
+            op = st[0]
+            if op == _SPLIT:
+                stack.extend(st[1])
+            elif op == _ASSERT:
+                if ctx >> st[1] & 1:
+                    stack.append(st[2])
+            else:
+                out |= 1 << i
+        if len(self._closure_cache) > _CACHE_LIMIT:
+            self._closure_cache.clear()
+        self._closure_cache[key] = out
+        return out
+
+    def _step(self, bits: int, ch: str) -> int:
+        key = (bits, ch)
+        cached = self._step_cache.get(key)
+        if cached is not None:
+            return cached
+        states = self._states
+        out = 0
+        x = bits
+        while x:
+            low = x & -x
+            st = states[low.bit_length() - 1]
+            if st[0] == _CHAR and st[1](ch) is not None:
+                out |= 1 << st[2]
+            x ^= low
+        if len(self._step_cache) > _CACHE_LIMIT:
+            self._step_cache.clear()
+        self._step_cache[key] = out
+        return out
+
+    def matches(self, s: str) -> bool:
+        if self._use_re:
+            return self.regex.match(s) is not None
+        current = self._closure(1 << self._start, self._context(s, 0))
+        for pos, ch in enumerate(s, 1):
+            current = self._step(current, ch)
+            if not current:
+                return False
+            current = self._closure(current, self._context(s, pos))
+        return bool(current & self._match_bit)
 
 
 # --------------------------------------------------------------------------------------
@@ -972,9 +1307,9 @@ class RemotePattern:
             )
         if self.pathname == "":
             raise PatternError('images.remotePatterns pathname must be a non-empty string (use "/**" or omit it)')
-        hostname_regex(self.hostname)
+        hostname_matcher(self.hostname)
         if self.pathname is not None:
-            pathname_regex(self.pathname)
+            pathname_matcher(self.pathname)
 
     @classmethod
     def from_config(cls, obj: Union[Mapping[str, Any], str, "RemotePattern"]) -> RemotePattern:
@@ -1039,7 +1374,7 @@ class LocalPattern:
         if self.pathname == "":
             raise PatternError('images.localPatterns pathname must be a non-empty string (use "**" or omit it)')
         if self.pathname is not None:
-            pathname_regex(self.pathname)
+            pathname_matcher(self.pathname)
 
     @classmethod
     def from_config(cls, obj: Union[Mapping[str, Any], "LocalPattern"]) -> LocalPattern:
@@ -1135,11 +1470,11 @@ def _match_parsed(p: RemotePattern, u: ParsedURL) -> bool:
         return False
     if p.port is not None and p.port != u.port:
         return False
-    if not hostname_regex(p.hostname).match(u.hostname):
+    if not hostname_matcher(p.hostname).matches(u.hostname):
         return False
     if p.search is not None and p.search != u.search:
         return False
-    return pathname_regex("**" if p.pathname is None else p.pathname).match(u.pathname) is not None
+    return pathname_matcher("**" if p.pathname is None else p.pathname).matches(u.pathname)
 
 
 def match_remote_pattern(p: RemotePattern | Mapping[str, Any] | str, url: URLLike) -> bool:
@@ -1169,7 +1504,7 @@ def has_remote_match(
 def _match_local_parts(p: LocalPattern, pathname: str, search: str) -> bool:
     if p.search is not None and p.search != search:
         return False
-    return pathname_regex("**" if p.pathname is None else p.pathname).match(pathname) is not None
+    return pathname_matcher("**" if p.pathname is None else p.pathname).matches(pathname)
 
 
 def match_local_pattern(p: LocalPattern | Mapping[str, Any], url_path_and_query: str) -> bool:

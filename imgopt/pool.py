@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Awaitable, Callable, Generic, TypeVar
 
 from .errors import ImageError
 
 T = TypeVar("T")
+
+#: Placeholder argument for :meth:`WorkerPool.run`: replaced by the job's deadline (a
+#: ``time.monotonic()`` value) when a worker starts it.
+DEADLINE = object()
 
 
 class WorkerPool:
@@ -37,20 +42,67 @@ class WorkerPool:
         finally:
             self.admitted -= 1
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
+        """Run ``fn(*args)`` on a worker thread.
+
+        With ``timeout`` (issue #4), the clock starts when a worker picks the job up, not
+        when it is queued: an argument given as :data:`DEADLINE` becomes
+        ``time.monotonic() + timeout`` at that moment (the transform's own deadline), and the
+        caller gives up with TimeoutError 2 s after it (a backstop, should the work not stop).
+        """
         loop = asyncio.get_running_loop()
+        started = loop.create_future()
 
         def call() -> T:
             self.running += 1
+            _call_soon(loop, lambda: started.done() or started.set_result(None))
             try:
-                return fn(*args)
+                if timeout is None:
+                    return fn(*args)
+                deadline = time.monotonic() + timeout
+                return fn(*(deadline if a is DEADLINE else a for a in args))
             finally:
                 self.running -= 1
 
-        return await loop.run_in_executor(self._executor, call)
+        cf = self._executor.submit(call)
+        fut = asyncio.wrap_future(cf)
+        fut.add_done_callback(_retrieve)
+        try:
+            if timeout is None:
+                return await asyncio.shield(fut)
+            # Waiting for a thread is bounded by admission (workers + queue places).
+            await asyncio.wait([started, fut], return_when=asyncio.FIRST_COMPLETED)
+            return await asyncio.wait_for(asyncio.shield(fut), timeout + 2)
+        except (asyncio.CancelledError, TimeoutError):
+            # Issue #4: the caller gave up (client gone, or the backstop fired). A job still
+            # waiting for a thread is dropped; a running one cannot be stopped from outside,
+            # so its place stays taken until the worker is really free: admission never lets
+            # more work in than there are workers and queue places.
+            if not cf.cancel() and not cf.done():
+                self.admitted += 1
+                cf.add_done_callback(lambda _cf: _call_soon(loop, self._release_abandoned))
+            raise
+        finally:
+            if not started.done():
+                started.cancel()
+
+    def _release_abandoned(self) -> None:
+        self.admitted -= 1
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)
+
+
+def _retrieve(fut: "asyncio.Future[Any]") -> None:
+    if not fut.cancelled():
+        fut.exception()  # retrieved, so asyncio does not log an abandoned job's error as lost
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
+    try:
+        loop.call_soon_threadsafe(fn)
+    except RuntimeError:  # the loop is closed: the server is gone, nothing left to count
+        pass
 
 
 class SingleFlight(Generic[T]):

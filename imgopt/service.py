@@ -13,13 +13,13 @@ import logging
 import time
 from dataclasses import dataclass
 
-from . import transform
-from .cache import DiskStore, Entry, NullStore, Store, cache_key, get_max_age
+from . import extensions, metrics, transform
+from .cache import Entry, cache_key, get_max_age, open_cache
 from .config import Settings
 from .errors import ImageError
 from .fetch import Fetcher, b64url
 from .params import ImageRequest
-from .pool import SingleFlight, WorkerPool
+from .pool import DEADLINE, SingleFlight, WorkerPool
 
 log = logging.getLogger("imgopt")
 
@@ -39,9 +39,8 @@ class ImageService:
         self.settings = settings
         self.pool = WorkerPool(settings.workers, settings.queue_limit)
         self.fetcher = Fetcher(settings)
-        self.store: Store = (
-            NullStore() if settings.cache_size == 0 else DiskStore(settings.cache_dir, settings.cache_size)
-        )
+        # The store (disk, Redis, or both) and who produces a missing entry (here, or a replica).
+        self.store, self.coordinator = open_cache(settings)
         self._flights: SingleFlight[Entry] = SingleFlight()
 
     async def aclose(self) -> None:
@@ -51,23 +50,23 @@ class ImageService:
         self.store.close()
 
     async def get(self, req: ImageRequest) -> Served:
-        key = cache_key(req.href, req.width, req.quality, req.mime)
+        key = cache_key(req.href, req.width, req.quality, req.cache_mime)
         entry = await asyncio.to_thread(self.store.get, key)
         if entry is not None and not entry.is_stale():
             return Served(entry, "HIT")
         if entry is not None:
             if key not in self._flights:
-                refresh = self._flights.run(key, lambda: self._produce(req, key, entry))
+                refresh = self._flights.run(key, lambda: self.coordinator.run(key, entry, lambda: self._produce(req, key, entry)))
                 refresh.add_done_callback(_quiet)
             return Served(entry, "STALE")
-        fresh = await self._flights.run(key, lambda: self._produce(req, key, None))
+        fresh = await self._flights.run(key, lambda: self.coordinator.run(key, None, lambda: self._produce(req, key, None)))
         return Served(fresh, "MISS")
 
     async def _produce(self, req: ImageRequest, key: str, previous: Entry | None) -> Entry:
         s = self.settings
         cfg = s.images
         async with self.pool.admit():
-            original = await self.fetcher.fetch(req)
+            original = await metrics.tracked_fetch(self.fetcher.fetch(req))
             max_age = max(cfg.minimum_cache_ttl, get_max_age(original.cache_control))
             upstream_tag = quoted(original.etag)
             if previous is not None and previous.upstream_etag == original.etag and previous.etag != upstream_tag:
@@ -75,14 +74,14 @@ class ImageService:
                 entry = Entry(previous.body, previous.mime, previous.etag, original.etag, max_age,
                               time.time() + max_age)
             else:
-                deadline = time.monotonic() + s.transform_timeout
                 try:
-                    result = await asyncio.wait_for(
-                        self.pool.run(
-                            transform.process, original.body, req.mime, cfg.dangerously_allow_svg,
-                            req.width, req.quality, s.max_input_pixels, deadline,
-                        ),
-                        timeout=s.transform_timeout + 2,
+                    # Issue #4: the deadline (and the pool's backstop) start when a worker
+                    # picks the job up, so time spent queued is not taken from the transform.
+                    result = await self.pool.run(
+                        metrics.timed_transform, transform.process, original.body, req.mime, cfg.dangerously_allow_svg,
+                        req.width, req.quality, s.max_input_pixels, DEADLINE,
+                        extensions.for_request(cfg, req),
+                        timeout=s.transform_timeout,
                     )
                 except (transform.TransformTimeout, TimeoutError):
                     raise ImageError(504, "The image transform timed out") from None

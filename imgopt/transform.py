@@ -25,6 +25,8 @@ from typing import Callable
 import pyvips
 
 from .errors import NOT_AN_IMAGE, TYPE_NOT_ALLOWED, ImageError
+from .extensions import NONE as NO_EXTRAS
+from .extensions import AutoQuality, Extras
 
 VIPS_MAX_COORD = 10_000_000
 
@@ -204,6 +206,7 @@ class Job:
     quality: int
     max_input_pixels: int
     deadline: float  # time.monotonic() after which the work is killed
+    auto: AutoQuality | None = None  # search the quality for an SSIM target (autoquality.py)
 
 
 class TransformTimeout(Exception):
@@ -264,7 +267,9 @@ ENCODERS: dict[str, Callable[[pyvips.Image, int], bytes]] = {
     ),
     PNG: lambda img, q: img.pngsave_buffer(palette=True, Q=q, effort=7, compression=6, keep="none"),
     GIF: lambda img, q: img.gifsave_buffer(keep="none"),
-    TIFF: lambda img, q: img.tiffsave_buffer(keep="none"),
+    # Security fix (issue #4): compressed. Uncompressed, a tall flat TIFF of a few hundred KB
+    # within the pixel limit (1000x268000) came back as a 268-800 MB buffer per request.
+    TIFF: lambda img, q: img.tiffsave_buffer(keep="none", compression="deflate", predictor="horizontal"),
 }
 
 
@@ -279,6 +284,29 @@ def _watch(img: pyvips.Image, deadline: float) -> None:
     img.signal_connect("eval", on_eval)
 
 
+# Security fix (issue #4): the deadline kill (_watch) only acts while libvips computes pixels.
+# These encoders first collect the whole image and then make one long library call (libaom,
+# libwebp, libimagequant, cgif) that nothing can interrupt, so a tall input within the pixel
+# limit (say 1000x60000 to AVIF: ~25 s here) would hold a worker far past the deadline. Before
+# encoding, the cost is estimated from the output pixel count at conservative rates (about
+# 1.5x what a 2-core test box measures single-threaded). When it cannot finish in the time
+# left, nothing is encoded and the original bytes are served instead, which is what Next.js
+# does when sharp fails or times out (spec 3.3 step 7); as the deadline starts when a worker
+# picks the job up, this is a fixed output-size limit per format (at 7 s: AVIF ~12.7 Mpx,
+# palette PNG ~17 Mpx, GIF ~7 Mpx, WebP ~46 Mpx but 16383 px a side), not a matter of load.
+# JPEG and TIFF stream (killable), so they have no entry. Measured: AVIF effort 3 ~0.37 us/px,
+# WebP ~0.09, palette PNG ~0.25, GIF ~0.68.
+ENCODE_SECONDS_PER_PIXEL = {AVIF: 0.55e-6, WEBP: 0.15e-6, PNG: 0.4e-6, GIF: 1.0e-6}
+
+
+def _check_encode_budget(img: pyvips.Image, job: Job) -> None:
+    rate = ENCODE_SECONDS_PER_PIXEL.get(job.output)
+    if job.output == WEBP and max(img.width, img.height) > 16383:
+        return  # over libwebp's size limit: webpsave refuses before computing a pixel (fallback)
+    if rate is not None and img.width * img.height * rate > job.deadline - time.monotonic():
+        raise _DecodeFailed(f"a {img.width}x{img.height} {job.output} would not be encoded in time")
+
+
 def transform(job: Job) -> bytes:
     """Resize and encode. Raises ImageError (4xx), TransformTimeout or _DecodeFailed."""
     encoder = ENCODERS.get(job.output)
@@ -288,7 +316,13 @@ def transform(job: Job) -> bytes:
     try:
         img = _to_srgb8(_load(job))
         _watch(img, job.deadline)
-        out = encoder(img, job.quality)
+        _check_encode_budget(img, job)
+        if job.auto is not None:
+            from . import autoquality
+
+            out = autoquality.encode(img, job.output, encoder, job.auto, job.deadline, _watch)
+        else:
+            out = encoder(img, job.quality)
     except pyvips.Error as e:
         if time.monotonic() > job.deadline:
             raise TransformTimeout() from None
@@ -314,12 +348,31 @@ class Result:
 
 
 def process(buf: bytes, negotiated: str, allow_svg: bool, width: int, quality: int,
-            max_input_pixels: int, deadline: float) -> Result:
-    """The whole transform step for one original (runs on a worker thread)."""
+            max_input_pixels: int, deadline: float, extras: Extras = NO_EXTRAS) -> Result:
+    """The whole transform step for one original (runs on a worker thread).
+
+    `extras` carries imgopt's features beyond Next.js (imgopt/extensions.py): auto quality,
+    animated re-encoding, and placeholders (JSON instead of an image).
+    """
+    if extras.placeholder:
+        from . import placeholder
+
+        return placeholder.process(buf, allow_svg, max_input_pixels, deadline)
     p = plan(buf, negotiated, allow_svg)
     if p.passthrough:
+        if extras.animated is not None and extras.animated_mime and is_animated(buf, p.source):
+            from . import animated
+
+            q = extras.auto_quality.fallback_quality if extras.auto_quality else quality
+            try:
+                body = animated.reencode(buf, p.source, width, q, extras.animated.max_frames,
+                                         extras.animated.max_pixels, max_input_pixels, deadline, _watch)
+            except TimeoutError:
+                raise TransformTimeout() from None
+            if body is not None:
+                return Result(body, extras.animated_mime, "optimized")
         return Result(buf, p.source, "passthrough")
-    done = optimize(Job(buf, p.output, width, quality, max_input_pixels, deadline))
+    done = optimize(Job(buf, p.output, width, quality, max_input_pixels, deadline, extras.auto_quality))
     if done is None:
         return Result(buf, p.source, "fallback")
     return Result(done[0], done[1], "optimized")

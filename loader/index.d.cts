@@ -19,6 +19,20 @@ declare namespace imgoptLoader {
   export function createLoader(options?: LoaderOptions): ImageLoader
   export function findClosestQuality(quality: number | undefined, qualities?: readonly number[]): number
   export function parseQualities(input: readonly (number | string)[] | string | number | undefined | null): number[]
+  export interface Placeholder {
+    thumbhash: string
+    blurDataURL: string
+    width: number
+    height: number
+    dominantColor: string
+  }
+  export interface PlaceholderOptions {
+    baseUrl?: string | null
+    path?: string
+    fetch?: (input: string, init?: { headers?: Record<string, string>; signal?: AbortSignal }) => Promise<Response>
+    signal?: AbortSignal
+  }
+  export function getPlaceholder(src: string, options?: PlaceholderOptions): Promise<Placeholder>
 }
 
 /** Loader configured from `NEXT_PUBLIC_IMGOPT_URL` and `NEXT_PUBLIC_IMGOPT_QUALITIES`. */

@@ -30,3 +30,31 @@ export declare function findClosestQuality(quality: number | undefined, qualitie
 
 /** Parses an allowed-qualities list: keeps integers 1..100, de-duplicates, sorts; `[75]` if none are valid. */
 export declare function parseQualities(input: readonly (number | string)[] | string | number | undefined | null): number[]
+
+/** What the imgopt service's `/_next/image/placeholder` endpoint answers. */
+export interface Placeholder {
+  /** ThumbHash of the image, standard base64 (decode with the `thumbhash` package). */
+  thumbhash: string
+  /** A tiny blurred WebP as a data URL, for `<Image placeholder="blur" blurDataURL={…}>`. */
+  blurDataURL: string
+  /** Intrinsic width after EXIF rotation. */
+  width: number
+  /** Intrinsic height after EXIF rotation. */
+  height: number
+  /** `#rrggbb`. */
+  dominantColor: string
+}
+
+export interface PlaceholderOptions {
+  /** Absolute origin (optionally with a path prefix) of the imgopt service. Default: `NEXT_PUBLIC_IMGOPT_URL`. */
+  baseUrl?: string | null
+  /** Image route on the service. Default `'/_next/image'` (the endpoint is `${path}/placeholder`). */
+  path?: string
+  /** A fetch implementation. Default: the global `fetch` (Node 18+). */
+  fetch?: (input: string, init?: { headers?: Record<string, string>; signal?: AbortSignal }) => Promise<Response>
+  signal?: AbortSignal
+}
+
+/** Build-time helper: fetches the placeholder for `src` from the imgopt service. Rejects on HTTP errors. */
+export declare function getPlaceholder(src: string, options?: PlaceholderOptions): Promise<Placeholder>
+

@@ -145,3 +145,56 @@ export default function imgoptLoader(params) {
   }
   return cachedLoader(params)
 }
+
+// Build-time helper for blur-up placeholders (an imgopt extension, not part of next/image):
+// fetches {thumbhash, blurDataURL, width, height, dominantColor} for `src` from the
+// service's /_next/image/placeholder endpoint. Meant for static generation and static
+// exports, in Node 18+ (global fetch), e.g.
+//   const { blurDataURL } = await getPlaceholder('/photo.jpg', { baseUrl: 'http://127.0.0.1:3001' })
+//   <Image src="/photo.jpg" placeholder="blur" blurDataURL={blurDataURL} ... />
+// baseUrl defaults to NEXT_PUBLIC_IMGOPT_URL and must be absolute here.
+export async function getPlaceholder(src, { baseUrl, path = DEFAULT_PATH, fetch: fetchImpl, signal } = {}) {
+  const base = normalizeBaseUrl(baseUrl === undefined ? readEnvBaseUrl() : baseUrl)
+  if (!/^https?:\/\//i.test(base)) {
+    throw fail(`getPlaceholder needs an absolute baseUrl (http:// or https://), got "${base}"`)
+  }
+  if (typeof src === 'string' && /^(data|blob):/i.test(src)) {
+    throw fail(`getPlaceholder cannot make a placeholder for a ${src.slice(0, 5)} URL`)
+  }
+  const url = normalizeSrc(src)
+  let encoded
+  try {
+    encoded = encodeURIComponent(url)
+  } catch {
+    throw fail(`src "${src}" is not valid Unicode (lone surrogate)`)
+  }
+  const endpoint = `${base}${normalizePath(path).replace(/\/+$/, '')}/placeholder?url=${encoded}`
+  const doFetch = fetchImpl ?? globalThis.fetch
+  if (typeof doFetch !== 'function') throw fail('getPlaceholder needs fetch() (Node 18 or later)')
+  const res = await doFetch(endpoint, { headers: { accept: 'application/json' }, signal })
+  if (!res.ok) {
+    let text = ''
+    try {
+      text = (await res.text()).slice(0, 200)
+    } catch {}
+    throw fail(`placeholder for "${src}" failed: HTTP ${res.status}${text ? ` ${text}` : ''}`)
+  }
+  const data = await res.json()
+  const ok =
+    data !== null &&
+    typeof data === 'object' &&
+    typeof data.thumbhash === 'string' &&
+    typeof data.blurDataURL === 'string' &&
+    data.blurDataURL.startsWith('data:image/') &&
+    Number.isSafeInteger(data.width) &&
+    Number.isSafeInteger(data.height) &&
+    typeof data.dominantColor === 'string'
+  if (!ok) throw fail(`placeholder for "${src}": unexpected response from ${endpoint}`)
+  return {
+    thumbhash: data.thumbhash,
+    blurDataURL: data.blurDataURL,
+    width: data.width,
+    height: data.height,
+    dominantColor: data.dominantColor,
+  }
+}

@@ -8,7 +8,7 @@ const root = new URL('../', import.meta.url)
 export function buildCjs(esmSource) {
   const body = esmSource
     .replace(/^export default function /gm, 'function ')
-    .replace(/^export function /gm, 'function ')
+    .replace(/^export (async )?function /gm, '$1function ')
   if (/^\s*(export|import)\b/m.test(body)) {
     throw new Error('index.js uses an export/import form build-cjs.mjs does not handle')
   }
@@ -22,7 +22,8 @@ export function buildCjs(esmSource) {
     'module.exports.default = imgoptLoader\n' +
     'module.exports.createLoader = createLoader\n' +
     'module.exports.findClosestQuality = findClosestQuality\n' +
-    'module.exports.parseQualities = parseQualities\n'
+    'module.exports.parseQualities = parseQualities\n' +
+    'module.exports.getPlaceholder = getPlaceholder\n'
   )
 }
 

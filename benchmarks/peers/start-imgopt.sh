@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# imgopt (this repo) on 127.0.0.1:$IMGOPT_PORT (default 8704), for ../shared/bench's loadgen.py.
+# Same contract as ../shared/bench/peers/start-*.sh: prints the base URL as the last stdout line,
+# pid -> $PEERS_DIR/imgopt.pid, cache dir wiped first so the run starts cold.
+# Config: formats avif+webp, qualities 74/75/76, dangerouslyAllowLocalIP, remotePatterns for the
+# origin (127.0.0.1:$ORIGIN_PORT), deviceSizes with 640/1080/1920 (benchmarks/peers/images.json.in).
+# Knobs (env): IMGOPT_WORKERS, VIPS_CONCURRENCY, MALLOC_ARENA_MAX, IMGOPT_LD_PRELOAD, IMGOPT_PYTHON.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+SHARED=${BENCH_SHARED:-$(cd "$ROOT/../shared/bench" && pwd)}
+. "$SHARED/peers/_lib.sh"
+IMGOPT_PORT=${IMGOPT_PORT:-8704}
+refuse_if_running imgopt
+PY=${IMGOPT_PYTHON:-$ROOT/.venv/bin/python}
+D=$PEERS_DIR/imgopt
+rm -rf "$D/cache"
+mkdir -p "$D"
+sed "s/@ORIGIN_PORT@/$ORIGIN_PORT/" "$HERE/images.json.in" >"$D/images.json"
+args=(serve --config "$D/images.json" --host 127.0.0.1 --port "$IMGOPT_PORT" --cache-dir "$D/cache" --log-level warning)
+[ -n "${IMGOPT_WORKERS:-}" ] && args+=(--workers "$IMGOPT_WORKERS")
+cd "$ROOT"
+export PYTHONUNBUFFERED=1
+[ -n "${IMGOPT_LD_PRELOAD:-}" ] && export LD_PRELOAD=$IMGOPT_LD_PRELOAD
+start_bg imgopt "$PY" -m imgopt "${args[@]}"
+wait_http imgopt "http://127.0.0.1:$IMGOPT_PORT/healthz" 60
+echo "http://127.0.0.1:$IMGOPT_PORT"

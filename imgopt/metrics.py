@@ -1,0 +1,220 @@
+"""Observability: Prometheus metrics (served on /metrics) and JSON access logs with request ids.
+
+Every metric is defined here, in the default ``prometheus_client`` registry (so the process,
+platform and GC collectors come along). The rest of the code hooks in with one-line calls:
+``ObserveMiddleware`` counts requests, latency and bytes out and writes the access log;
+``tracked_fetch`` counts upstream errors by kind and bytes in; ``timed_transform`` times the
+transform by output format; ``bind_pool`` exposes the worker pool's queue depth and in-flight
+work; the cache stores count lookups by tier.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from typing import Any, Awaitable, Callable, TypeVar
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, disable_created_metrics, generate_latest,
+)
+
+from .errors import NOT_ALLOWED, ImageError
+
+T = TypeVar("T")
+
+disable_created_metrics()  # no *_created series: half the exposition, nothing dashboards use
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20)
+
+REQUESTS = Counter("imgopt_http_requests", "HTTP requests answered, by route and status", ["route", "status"])
+LATENCY = Histogram("imgopt_http_request_duration_seconds", "Time to answer a request (to the last body byte)",
+                    ["route"], buckets=_LATENCY_BUCKETS)
+RESPONSE_BYTES = Counter("imgopt_response_bytes", "Response body bytes sent, by route", ["route"])
+IMAGES = Counter("imgopt_image_responses", "Image responses by X-Nextjs-Cache state (HIT, MISS, STALE)", ["cache"])
+
+TRANSFORM = Histogram("imgopt_transform_seconds", "Time on a worker for one transform, by output format and kind "
+                      "(optimized, passthrough, fallback)", ["format", "kind"], buckets=_LATENCY_BUCKETS)
+TRANSFORM_ERRORS = Counter("imgopt_transform_errors", "Transforms that raised (timeouts, decoder limits)")
+
+UPSTREAM_BYTES = Counter("imgopt_upstream_bytes", "Bytes of originals read (after content decoding)")
+UPSTREAM_ERRORS = Counter("imgopt_upstream_errors", "Failed fetches of originals, by kind", ["kind"])
+
+CACHE_LOOKUPS = Counter("imgopt_cache_lookups", "Cache look-ups by tier (disk, redis) and result (hit, stale, miss)",
+                        ["tier", "result"])
+CACHE_ERRORS = Counter("imgopt_cache_errors", "Cache operations that failed or were skipped (circuit open), by "
+                       "tier and operation", ["tier", "op"])
+CACHE_UP = Gauge("imgopt_cache_backend_up", "1 when the shared cache backend answers (circuit closed), else 0",
+                 ["backend"])
+LOCKS = Counter("imgopt_cluster_locks", "Cross-replica single flight: how each miss or refresh got its entry "
+                "(acquired, waited, takeover, busy, error_shared, timeout, unavailable)", ["result"])
+
+POOL_ADMITTED = Gauge("imgopt_pool_admitted", "Misses in progress: running or queued for a worker")
+POOL_RUNNING = Gauge("imgopt_pool_running", "Transforms running on a worker thread now (in flight)")
+POOL_QUEUED = Gauge("imgopt_pool_queue_depth", "Misses admitted but not on a worker thread (fetching or waiting)")
+POOL_CAPACITY = Gauge("imgopt_pool_capacity", "Workers plus queue places; more concurrent misses get 503")
+
+
+def exposition() -> tuple[bytes, str]:
+    """The /metrics body and its content type."""
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def bind_pool(pool: Any) -> None:
+    """Read queue depth and in-flight work from a pool.WorkerPool at scrape time."""
+    POOL_ADMITTED.set_function(lambda: pool.admitted)
+    POOL_RUNNING.set_function(lambda: pool.running)
+    POOL_QUEUED.set_function(lambda: max(0, pool.admitted - pool.running))
+    POOL_CAPACITY.set_function(lambda: pool.capacity)
+
+
+def short_format(mime: str) -> str:
+    """'image/webp' -> 'webp', 'image/svg+xml' -> 'svg' (a small, bounded label set)."""
+    sub = mime.partition("/")[2].split("+", 1)[0].split(";", 1)[0].strip().lower()
+    return sub if re.fullmatch(r"[a-z0-9.-]{1,16}", sub) else "other"
+
+
+def timed_transform(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn(*args)`` (transform.process, on a worker thread) and time it by output format."""
+    start = time.perf_counter()
+    try:
+        result = fn(*args)
+    except BaseException:
+        TRANSFORM_ERRORS.inc()
+        raise
+    TRANSFORM.labels(short_format(result.mime), result.kind).observe(time.perf_counter() - start)
+    return result
+
+
+def upstream_error_kind(e: ImageError) -> str:
+    """A small, stable label for why fetching an original failed."""
+    msg = e.message
+    if e.status == 504:
+        return "timeout"
+    if e.status == 413:
+        return "too_large"
+    if e.status == 508:
+        return "redirects"
+    if msg == NOT_ALLOWED or "not allowed" in msg:
+        return "not_allowed"
+    if "could not be resolved" in msg:
+        return "dns"
+    if "(ConnectError)" in msg or "(ConnectTimeout)" in msg:
+        return "connect"
+    if "encoding" in msg or "(Remote" in msg or "Protocol" in msg or "(Read" in msg:
+        return "protocol"
+    if 400 <= e.status < 500:
+        return f"status_{e.status}"
+    return "bad_response"
+
+
+async def tracked_fetch(fetch: Awaitable[T]) -> T:
+    """Await a Fetcher.fetch(...) call, counting its bytes or its error kind."""
+    try:
+        original = await fetch
+    except ImageError as e:
+        UPSTREAM_ERRORS.labels(upstream_error_kind(e)).inc()
+        raise
+    UPSTREAM_BYTES.inc(len(getattr(original, "body", b"")))
+    return original
+
+
+# -- access log and request ids ----------------------------------------------------------------
+
+access_log = logging.getLogger("imgopt.access")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+_ROUTES = {"/_next/image": "/_next/image", "/_next/image/": "/_next/image", "/healthz": "/healthz",
+           "/metrics": "/metrics"}
+
+
+class _JSONLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return record.getMessage()
+
+
+def configure_access_log() -> None:
+    """One JSON object per line on stdout; follows the root level (--log-level warning hides it)."""
+    if not access_log.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(_JSONLines())
+        access_log.addHandler(handler)
+        access_log.propagate = False
+
+
+def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's X-Request-Id when it looks like one, else a new random id."""
+    for name, value in headers:
+        if name.lower() == b"x-request-id":
+            text = value.decode("latin-1").strip()
+            if _REQUEST_ID.fullmatch(text):
+                return text
+            break
+    return uuid.uuid4().hex
+
+
+class ObserveMiddleware:
+    """ASGI middleware: X-Request-Id in and out, request metrics, one JSON access-log line."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        rid = request_id_from(scope.get("headers") or [])
+        scope.setdefault("state", {})["request_id"] = rid
+        route = _ROUTES.get(scope.get("path", ""), "other")
+        info: dict[str, Any] = {"status": 500, "bytes": 0, "cache": None}
+
+        async def send_observed(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                info["status"] = message["status"]
+                headers = list(message.get("headers") or [])
+                for name, value in headers:
+                    if name.lower() == b"x-nextjs-cache":
+                        info["cache"] = value.decode("latin-1")
+                headers.append((b"x-request-id", rid.encode("latin-1")))
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body":
+                info["bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_observed)
+        finally:
+            elapsed = time.perf_counter() - start
+            status = str(info["status"])
+            REQUESTS.labels(route, status).inc()
+            LATENCY.labels(route).observe(elapsed)
+            RESPONSE_BYTES.labels(route).inc(info["bytes"])
+            if info["cache"]:
+                IMAGES.labels(info["cache"]).inc()
+            if route != "/healthz" and route != "/metrics" and access_log.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                query = scope.get("query_string", b"").decode("latin-1")
+                access_log.info(json.dumps({
+                    "ts": round(time.time(), 3),
+                    "type": "access",
+                    "request_id": rid,
+                    "method": scope.get("method"),
+                    "path": scope.get("path"),
+                    "query": query[:2048],
+                    "status": info["status"],
+                    "bytes": info["bytes"],
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "cache": info["cache"],
+                    "client": client[0] if client else None,
+                    "user_agent": _header(scope, b"user-agent"),
+                }, separators=(",", ":")))
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str | None:
+    for key, value in scope.get("headers") or []:
+        if key.lower() == name:
+            return value.decode("latin-1")[:256]
+    return None

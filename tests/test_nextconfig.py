@@ -1,0 +1,285 @@
+"""`--next-config`: the images section of a real next.config, loaded by a real node."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from imgopt.cli import UsageError, build_parser, resolve_options, settings_from
+from imgopt.config import ConfigError, parse_images_config
+from imgopt.nextconfig import load_next_config, node_version
+
+ROOT = Path(__file__).resolve().parent.parent
+NODE = shutil.which("node")
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
+
+
+def serve_exit(args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`imgopt serve ARGS` expected to stop at configuration time."""
+    return subprocess.run([sys.executable, "-m", "imgopt", "serve", *args], capture_output=True, text=True,
+                          timeout=60, cwd=cwd or ROOT, env={**os.environ, **(env or {})})
+
+
+def test_node_is_installed():
+    # The rest of the file needs a real node; make test must not pass silently without one.
+    assert NODE, "node is not on PATH (the Next.js site and loader need it too)"
+
+
+def test_commonjs_with_url_remote_patterns_and_noise(tmp_path):
+    cfg = write(tmp_path / "next.config.js", """
+        console.log('stdout noise from the config')
+        process.stdout.write('more noise without a newline')
+        module.exports = {
+          reactStrictMode: true,
+          images: {
+            formats: ['image/avif', 'image/webp'],
+            remotePatterns: [new URL('https://cdn.example.com/photos/**'), { protocol: 'http', hostname: '127.0.0.1', port: '4000' }],
+            qualities: [50, 75],
+            loader: 'custom',
+            loaderFile: './loader.js',
+          },
+        }
+    """)
+    images = load_next_config(cfg)
+    assert images == {
+        "formats": ["image/avif", "image/webp"],
+        "remotePatterns": [
+            # new URL(...) becomes what Next's config loader makes of it
+            {"protocol": "https", "hostname": "cdn.example.com", "port": "", "pathname": "/photos/**", "search": ""},
+            {"protocol": "http", "hostname": "127.0.0.1", "port": "4000"},
+        ],
+        "qualities": [50, 75],
+        "loader": "custom",
+        "loaderFile": "./loader.js",
+    }
+    parsed = parse_images_config(images)
+    assert parsed.qualities == (50, 75) and parsed.formats == ("image/avif", "image/webp")
+
+
+def test_esm_mjs_with_top_level_await(tmp_path):
+    cfg = write(tmp_path / "next.config.mjs", """
+        const sizes = await Promise.resolve([320, 640])
+        /** @type {import('next').NextConfig} */
+        const nextConfig = { images: { deviceSizes: sizes, imageSizes: [] } }
+        export default nextConfig
+    """)
+    assert load_next_config(cfg) == {"deviceSizes": [320, 640], "imageSizes": []}
+
+
+def test_esm_js_in_a_type_module_package(tmp_path):
+    write(tmp_path / "package.json", '{"type": "module"}')
+    cfg = write(tmp_path / "next.config.js", "export default { images: { minimumCacheTTL: 60 } }\n")
+    assert load_next_config(cfg) == {"minimumCacheTTL": 60}
+
+
+@pytest.mark.parametrize("body", [
+    "module.exports = (phase, { defaultConfig }) => ({ images: { path: phase, deviceSizes: [defaultConfig.images.deviceSizes[0]] } })",
+    "module.exports = async (phase, { defaultConfig }) => ({ images: { path: phase, deviceSizes: [defaultConfig.images.deviceSizes[0]] } })",
+    "export default async function config(phase, { defaultConfig }) {\n"
+    "  await new Promise((r) => setTimeout(r, 5))\n"
+    "  return { images: { path: phase, deviceSizes: [defaultConfig.images.deviceSizes[0]] } }\n}",
+], ids=["function", "async-function", "esm-async-function"])
+def test_function_form_is_called_with_the_production_server_phase(tmp_path, body):
+    name = "next.config.mjs" if body.startswith("export") else "next.config.js"
+    cfg = write(tmp_path / name, body + "\n")
+    assert load_next_config(cfg) == {"path": "phase-production-server", "deviceSizes": [640]}
+
+
+def test_promise_export(tmp_path):
+    cfg = write(tmp_path / "next.config.js", "module.exports = Promise.resolve({ images: { qualities: [90] } })\n")
+    assert load_next_config(cfg) == {"qualities": [90]}
+
+
+def test_environment_and_node_env(tmp_path, monkeypatch):
+    cfg = write(tmp_path / "next.config.js", """
+        module.exports = { images: {
+          path: process.env.NODE_ENV,
+          remotePatterns: [{ protocol: 'http', hostname: '127.0.0.1', port: process.env.IMAGE_PORT }],
+        } }
+    """)
+    monkeypatch.delenv("NODE_ENV", raising=False)
+    monkeypatch.setenv("IMAGE_PORT", "4321")
+    images = load_next_config(cfg)
+    assert images["path"] == "production"
+    assert images["remotePatterns"][0]["port"] == "4321"
+
+
+def test_project_next_env_and_default_config_are_used(tmp_path):
+    """With `next` installed, its @next/env loads .env files and its defaultConfig is passed."""
+    write(tmp_path / "node_modules/@next/env/index.js", """
+        exports.loadEnvConfig = (dir, dev) => { process.env.FROM_DOTENV = `${require('path').basename(dir)}:${dev}` }
+    """)
+    write(tmp_path / "node_modules/next/dist/server/config-shared.js", """
+        exports.defaultConfig = { images: { deviceSizes: [111] } }
+    """)
+    write(tmp_path / "site/next.config.js", """
+        module.exports = (phase, { defaultConfig }) => ({
+          images: { path: process.env.FROM_DOTENV, deviceSizes: defaultConfig.images.deviceSizes },
+        })
+    """)
+    assert load_next_config(tmp_path / "site/next.config.js") == {"path": "site:false", "deviceSizes": [111]}
+
+
+def test_a_project_folder_finds_the_config_next_would_use(tmp_path):
+    write(tmp_path / "next.config.mjs", "export default { images: { qualities: [60] } }\n")
+    assert load_next_config(tmp_path) == {"qualities": [60]}
+    write(tmp_path / "next.config.js", "module.exports = { images: { qualities: [70] } }\n")
+    assert load_next_config(tmp_path) == {"qualities": [70]}  # .js comes first, as in Next
+
+
+@pytest.mark.parametrize("body,fragment", [
+    ("module.exports = { reactStrictMode: true }\n", 'the config has no "images" section'),
+    ("export default { images: null }\n", 'the config has no "images" section'),
+    ("module.exports = () => 42\n", "the config is not an object (got number)"),
+    ("module.exports = { images: 'big' }\n", "images: expected an object"),
+])
+def test_config_without_a_usable_images_section(tmp_path, body, fragment):
+    ext = ".mjs" if body.startswith("export") else ".js"
+    cfg = write(tmp_path / f"next.config{ext}", body)
+    with pytest.raises(ConfigError) as e:
+        load_next_config(cfg)
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["next.config.js", "next.config.mjs"])
+def test_syntax_error_names_file_and_line(tmp_path, name):
+    cfg = write(tmp_path / name, "const x = 1\nconst images = { a: 1 \n}}}\n")
+    with pytest.raises(ConfigError) as e:
+        load_next_config(cfg)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "node could not load it: SyntaxError:" in msg
+    assert f"{cfg}:3" in msg
+
+
+def test_error_thrown_by_the_config(tmp_path):
+    cfg = write(tmp_path / "next.config.mjs", "throw new Error('IMAGE_HOST is not set\\nsecond line')\n")
+    with pytest.raises(ConfigError) as e:
+        load_next_config(cfg)
+    assert str(e.value) == f"--next-config {cfg}: node could not load it: Error: IMAGE_HOST is not set (at {cfg}:1)"
+
+
+def test_missing_import(tmp_path):
+    cfg = write(tmp_path / "next.config.mjs", "import x from 'not-installed-pkg'\nexport default x\n")
+    with pytest.raises(ConfigError, match="node could not load it: Error: Cannot find package 'not-installed-pkg'"):
+        load_next_config(cfg)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_next_config(tmp_path / "next.config.js")
+    with pytest.raises(ConfigError, match="no next.config.js, next.config.mjs"):
+        load_next_config(tmp_path)
+
+
+def test_a_config_that_never_finishes_times_out(tmp_path):
+    cfg = write(tmp_path / "next.config.js", "setInterval(() => {}, 1000)\nmodule.exports = new Promise(() => {})\n")
+    with pytest.raises(ConfigError, match="node did not finish loading it within 3 s"):
+        load_next_config(cfg, timeout=3)
+
+
+def test_a_config_that_keeps_the_event_loop_alive_still_returns(tmp_path):
+    cfg = write(tmp_path / "next.config.js", "setInterval(() => {}, 1000)\nmodule.exports = { images: {} }\n")
+    assert load_next_config(cfg, timeout=20) == {}
+
+
+def test_typescript_config(tmp_path):
+    cfg = write(tmp_path / "next.config.ts", """
+        type Images = { qualities: number[] }
+        const images: Images = { qualities: [42] }
+        export default { images }
+    """)
+    if node_version(NODE) >= (22, 6, 0):
+        assert load_next_config(cfg) == {"qualities": [42]}
+    else:
+        with pytest.raises(ConfigError) as e:
+            load_next_config(cfg)
+        msg = str(e.value)
+        assert "a TypeScript config needs Node.js 22.6 or newer" in msg
+        assert "use next.config.js or next.config.mjs, or install a newer Node.js" in msg
+        assert "\n" not in msg
+
+
+# -- node missing ------------------------------------------------------------------------------
+
+def test_node_missing_from_path(tmp_path, monkeypatch):
+    cfg = write(tmp_path / "next.config.js", "module.exports = { images: {} }\n")
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    with pytest.raises(ConfigError) as e:
+        load_next_config(cfg)
+    assert '"node" is not on PATH' in str(e.value) and "--config" in str(e.value)
+
+
+def test_cli_node_missing_exits_2_with_one_line(tmp_path):
+    cfg = write(tmp_path / "next.config.js", "module.exports = { images: {} }\n")
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    r = serve_exit(["--next-config", str(cfg), "--port", "1"], env={"PATH": str(empty)})
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(f"imgopt: --next-config {cfg}: ")
+    assert '"node" is not on PATH' in r.stderr
+
+
+# -- the command line --------------------------------------------------------------------------
+
+def _settings(argv: list[str], env: dict[str, str] | None = None):
+    args = build_parser().parse_args(["serve", *argv])
+    return settings_from(resolve_options(args, env or {}))
+
+
+def test_cli_reads_images_from_the_next_config(tmp_path):
+    cfg = write(tmp_path / "next.config.js", """
+        module.exports = { images: { qualities: [50, 80], formats: ['image/avif'], loader: 'custom', loaderFile: './l.js' } }
+    """)
+    s = _settings(["--next-config", str(cfg)])
+    assert s.images.qualities == (50, 80) and s.images.formats == ("image/avif",)
+    s = _settings([], env={"IMGOPT_NEXT_CONFIG": str(cfg)})
+    assert s.images.qualities == (50, 80)
+
+
+def test_cli_config_and_next_config_together_is_a_usage_error(tmp_path):
+    cfg = write(tmp_path / "next.config.js", "module.exports = { images: {} }\n")
+    js = write(tmp_path / "images.json", "{}")
+    with pytest.raises(UsageError, match="--config and --next-config cannot be used together"):
+        _settings(["--next-config", str(cfg), "--config", str(js)])
+    r = serve_exit(["--next-config", str(cfg), "--config", str(js)])
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("body,fragment", [
+    ("module.exports = {}\n", 'the config has no "images" section'),
+    ("module.exports = {\n", "SyntaxError"),
+    ("module.exports = { images: { qualities: [0] } }\n", "images.qualities[0]: Number must be greater than or equal to 1"),
+    ("module.exports = { images: { bogus: 1 } }\n", "images.bogus: unknown key"),
+])
+def test_cli_bad_next_config_exits_2_with_one_line(tmp_path, body, fragment):
+    cfg = write(tmp_path / "next.config.js", body)
+    r = serve_exit(["--next-config", str(cfg)])
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("imgopt: ")
+    assert fragment in r.stderr
+
+
+def test_served_with_the_next_config(tmp_path, corpus, make_server):
+    cfg = write(tmp_path / "site/next.config.mjs", """
+        export default (phase) => ({ images: { qualities: [40, 60], deviceSizes: [300], imageSizes: [] } })
+    """)
+    srv = make_server(None, "--next-config", str(cfg), "--local-root", str(corpus))
+    assert srv.get("/test.jpg", 300, 60).status_code == 200
+    r = srv.get("/test.jpg", 300, 75)
+    assert r.status_code == 400 and r.text == '"q" parameter (quality) of 75 is not allowed'
+    r = srv.get("/test.jpg", 640, 60)
+    assert r.status_code == 400 and r.text == '"w" parameter (width) of 640 is not allowed'
