@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -117,7 +118,8 @@ def resolve_options(args: argparse.Namespace, env: dict[str, str]) -> dict[str, 
         try:
             values[attr] = convert(raw)
         except ValueError as e:
-            raise UsageError(f"{source}: invalid value {raw!r} ({e})") from None
+            shown = re.sub(r"//[^/@]*@", "//***@", raw)  # never echo a password from a URL
+            raise UsageError(f"{source}: invalid value {shown!r} ({e})") from None
     return values
 
 

@@ -107,3 +107,12 @@ def test_env_port_starts_server(tmp_path, corpus):
         assert srv.get("/test.png", 384, 75).status_code == 200
     finally:
         assert srv.stop() == 0
+
+
+def test_bad_cache_url_does_not_echo_the_password():
+    from imgopt.cli import UsageError
+
+    args = build_parser().parse_args(["serve", "--cache", "redis2://user:s3cret@host:6379/0"])
+    with pytest.raises(UsageError) as e:
+        resolve_options(args, {})
+    assert "s3cret" not in str(e.value) and "--cache" in str(e.value)
