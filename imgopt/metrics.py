@@ -127,7 +127,7 @@ async def tracked_fetch(fetch: Awaitable[T]) -> T:
 access_log = logging.getLogger("imgopt.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 _ROUTES = {"/_next/image": "/_next/image", "/_next/image/": "/_next/image", "/healthz": "/healthz",
-           "/metrics": "/metrics"}
+           "/metrics": "/metrics", "/_next/image/placeholder": "/_next/image/placeholder"}
 
 
 class _JSONLines(logging.Formatter):
