@@ -284,7 +284,7 @@ def remote_origin(corpus: Path) -> Iterator[Origin]:
         yield o
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     need(CHROMIUM, "Chromium")
     from playwright.sync_api import sync_playwright
