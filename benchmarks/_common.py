@@ -106,7 +106,7 @@ NEXT_ENCODERS: dict[str, Callable[[pyvips.Image, int], bytes]] = {
     "image/webp": lambda img, q: img.webpsave_buffer(Q=q, effort=4, keep="none"),
     "image/jpeg": lambda img, q: _flatten(img).jpegsave_buffer(
         Q=q, optimize_coding=True, trellis_quant=True, overshoot_deringing=True, optimize_scans=True,
-        quant_table=3, interlace=True, keep="none"),
+        quant_table=3, interlace=True, subsample_mode="on", keep="none"),  # sharp: 4:2:0 at every quality
     "image/png": lambda img, q: img.pngsave_buffer(palette=True, Q=q, effort=7, compression=6, keep="none"),
 }
 
@@ -445,6 +445,12 @@ def variant_env(variant: str) -> dict[str, str] | None:
             if not JEMALLOC:
                 return None
             env["LD_PRELOAD"] = JEMALLOC
+        elif part == "lrs":  # diskcache eviction_policy least-recently-stored (reads do not write)
+            env["BENCH_DISKCACHE_POLICY"] = "least-recently-stored"
+        elif part == "memhot":  # experiment: in-memory hot entries in front of the disk cache (_launch.py)
+            env["BENCH_MEMHOT"] = "1"
+        elif part == "mallopt":  # arena2+mmap256 set in-process by _launch.py via mallopt()
+            env["BENCH_MALLOPT"] = "arena=2,mmap=262144"
         elif part.startswith("trim"):  # trim or trim<seconds>: periodic malloc_trim(0) (launcher)
             env["BENCH_MALLOC_TRIM_S"] = part[4:] or "5"
         elif part.startswith("vc"):  # vc1, vc2: libvips threads per image

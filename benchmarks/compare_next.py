@@ -39,11 +39,11 @@ def cmd_fetch(a: argparse.Namespace) -> int:
     index = []
     for m in images:
         for w in [int(x) for x in a.widths.split(",")]:
-            for fmt in FORMATS:
+            for fmt in a.formats.split(","):
                 src = f"{a.origin}/{m['name']}"
                 url = a.template.format(base=a.base.rstrip("/"), src=src, src_enc=urllib.parse.quote(src, safe=""),
-                                        file=m["name"], w=w, q=Q, fmt=fmt)
-                rec = {"image": m["name"], "w": w, "fmt": fmt, "status": None, "ctype": None, "bytes": 0, "file": None}
+                                        file=m["name"], w=w, q=a.q, fmt=fmt)
+                rec = {"image": m["name"], "w": w, "fmt": fmt, "q": a.q, "status": None, "ctype": None, "bytes": 0, "file": None}
                 try:
                     req = urllib.request.Request(url, headers={"Accept": C.ACCEPT[fmt]})
                     with urllib.request.urlopen(req, timeout=120) as r:
@@ -204,7 +204,8 @@ def cmd_report(a: argparse.Namespace) -> int:
          f"{os.cpu_count()} CPUs shared by client, origin and server; REPEAT={a.repeat}"
          f"{', LOADGEN_ARGS=`' + a.loadgen_args + '`' if a.loadgen_args else ' (full load)'}"
          f"{', excluded: ' + a.exclude if a.exclude else ''}; whole run took {a.elapsed} s.", "",
-         f"- **Next**: {ver['next']}", f"- **imgopt**: {ver['imgopt']}",
+         f"- **Next**: {ver['next']}", f"- **imgopt**: {ver['imgopt']}"
+         + (f" with `{os.environ['IMGOPT_ENV']}`" if os.environ.get("IMGOPT_ENV") else " (no extra environment)"),
          f"- harness: ../shared/bench/loadgen.py (cold c2 q74 + cold c4 q76: every image x width x format once, "
          "new TCP connection per request, originals fetched from nginx each time; warm: 1 URL primed, wrk c16). "
          "Values are medians over repeats; ratio = imgopt / Next.", "",
@@ -304,6 +305,8 @@ def main() -> int:
     f.add_argument("--out", required=True)
     f.add_argument("--exclude", default="")
     f.add_argument("--widths", default=",".join(map(str, WIDTHS)))
+    f.add_argument("--formats", default=",".join(FORMATS))
+    f.add_argument("--q", type=int, default=Q)
     r = sub.add_parser("report")
     r.add_argument("--results", required=True)
     r.add_argument("--out", required=True)

@@ -13,7 +13,8 @@
 # env: REPEAT (3), LOADGEN_ARGS (extra loadgen.py flags), EXCLUDE (icon.svg: both servers refuse SVG
 #      by default, which would count as errors and block every ratio), WAIT_IDLE_S (60),
 #      SKIP_SETUP=1, SKIP_RAW=1, SKIP_QUALITY=1, QUALITY_WIDTHS (640,1080,1920), RESULTS_DIR (/tmp/peers/results-imgopt-vs-next),
-#      OUT (benchmarks/RESULTS-next.md); imgopt knobs: IMGOPT_WORKERS, VIPS_CONCURRENCY, MALLOC_ARENA_MAX.
+#      OUT (benchmarks/RESULTS-next.md), PEERS ("next imgopt"); imgopt-only knobs: IMGOPT_WORKERS,
+#      IMGOPT_ENV="VAR=value ..." (see peers/start-imgopt.sh).
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
@@ -51,7 +52,7 @@ fi
 [ -x "$MPY" ] || { echo "missing $MPY (make install)" >&2; exit 1; }
 
 rm -rf "$RES"; mkdir -p "$RES"
-echo "== compare_next started $(date -u +%FT%TZ) on $(nproc) cpus, REPEAT=$REPEAT, LOADGEN_ARGS='${LOADGEN_ARGS:-}', EXCLUDE='$EXCLUDE'"
+echo "== compare_next started $(date -u +%FT%TZ) on $(nproc) cpus, REPEAT=$REPEAT, LOADGEN_ARGS='${LOADGEN_ARGS:-}', EXCLUDE='$EXCLUDE', IMGOPT_ENV='${IMGOPT_ENV:-}'"
 "$BPY" "$SHARED/common.py" --wait-idle 5 | sed 's/^/before run: /' | tee "$RES/noise-before.txt"
 
 if [ -f "$PEERS_DIR/origin.pid" ] && pid_alive "$(cat "$PEERS_DIR/origin.pid")"; then
@@ -96,9 +97,10 @@ run_peer() { # name repeat
   sleep 2
 }
 
+PEERS=${PEERS:-next imgopt}
 for r in $(seq 1 "$REPEAT"); do
   # alternate the order so drift in machine load does not always favour the same side
-  if [ $((r % 2)) = 1 ]; then order="next imgopt"; else order="imgopt next"; fi
+  if [ $((r % 2)) = 1 ]; then order="$PEERS"; else order=$(echo "$PEERS" | tr ' ' '\n' | tac | tr '\n' ' '); fi
   for name in $order; do run_peer "$name" "$r"; done
 done
 

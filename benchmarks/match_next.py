@@ -37,18 +37,21 @@ def webp(dq=0, **kw):
     return lambda img, q: img.webpsave_buffer(Q=q + dq, effort=4, keep="none", **kw)
 
 
-def jpeg(dq=0):
-    return lambda img, q: C._flatten(img).jpegsave_buffer(Q=q + dq, optimize_coding=True, trellis_quant=True,
+def jpeg(dq=0, sub="auto"):
+    return lambda img, q: C._flatten(img).jpegsave_buffer(Q=max(q + dq, 1), optimize_coding=True, trellis_quant=True,
                                                           overshoot_deringing=True, optimize_scans=True, quant_table=3,
-                                                          interlace=True, keep="none")
+                                                          interlace=True, subsample_mode=sub, keep="none")
 
 
 CANDIDATES = {
-    "image/avif": {"shipped ENCODERS": None, "4:4:4 (Next's)": avif("off"), "4:2:0 Q+1": avif("auto", 1),
+    "image/avif": {"imgopt ENCODERS (shipped)": None, "4:4:4 = Next's settings": avif("off"),
                    "4:2:0 Q+2": avif("auto", 2), "4:4:4 Q-1": avif("off", -1)},
-    "image/webp": {"shipped ENCODERS": None, "Q=q-1": webp(-1), "Q=q-2": webp(-2)},
-    "image/jpeg": {"shipped ENCODERS": None, "Q=q-1": jpeg(-1), "Q=q-2": jpeg(-2)},
-    "image/png": {"shipped ENCODERS": None},
+    "image/webp": {"imgopt ENCODERS (shipped)": None, "Q=q = Next's settings": webp(0), "Q=q-1": webp(-1),
+                   "Q=q-2": webp(-2)},
+    "image/jpeg": {"imgopt ENCODERS (shipped)": None, "Q=q, libvips auto chroma (4:4:4 at Q>=90)": jpeg(0),
+                   "Q=q, 4:2:0 = Next's settings": jpeg(0, "on"), "Q=q-1, 4:2:0": jpeg(-1, "on"),
+                   "Q=q-2, 4:2:0": jpeg(-2, "on")},
+    "image/png": {"imgopt ENCODERS (shipped)": None},
 }
 
 
@@ -56,10 +59,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bodies", default="/tmp/peers/results-imgopt-vs-next/bodies/next")
     ap.add_argument("--widths", default="")
+    ap.add_argument("--formats", default="", help="only these output types, e.g. image/webp,image/jpeg")
+    ap.add_argument("--out", help="also write the table to this markdown file")
     a = ap.parse_args()
     T.configure_libvips()
     with open(os.path.join(a.bodies, "index.json")) as f:
         index = [r for r in json.load(f) if r["status"] == 200 and r["ctype"] in CANDIDATES]
+    if a.formats:
+        index = [r for r in index if r["ctype"] in a.formats.split(",")]
     if a.widths:
         index = [r for r in index if str(r["w"]) in a.widths.split(",")]
     originals: dict[str, bytes] = {}
@@ -79,7 +86,7 @@ def main() -> int:
             if enc is not None:
                 T.ENCODERS[ct] = enc
             c0 = time.process_time()
-            res = T.process(orig, negotiated, False, w, Q, 268_402_689, time.monotonic() + 120)
+            res = T.process(orig, negotiated, False, w, r.get("q", Q), 268_402_689, time.monotonic() + 120)
             cpu = time.process_time() - c0
             if res.mime != ct:
                 continue
@@ -94,15 +101,19 @@ def main() -> int:
             d["cpu"] += cpu
     T.ENCODERS.clear()
     T.ENCODERS.update(shipped)
-    print(f"{len(index)} Next outputs from {a.bodies}\n")
-    print("| output | imgopt candidate | n | bytes imgopt / Next | mean ΔSSIM-Y | mean ΔSSIM-RGB | worst ΔSSIM-Y | "
+    lines = [f"{len(index)} Next outputs at q={sorted({r.get('q', Q) for r in index})} from `{a.bodies}`", ""]
+    lines.append("| output | imgopt candidate | n | bytes imgopt / Next | mean ΔSSIM-Y | mean ΔSSIM-RGB | worst ΔSSIM-Y | "
           "imgopt CPU s (unpaired) | meets bytes ≤ 1 and ΔSSIM ≥ 0 | meets issue bar (≥ −0.005) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     for (ct, label), d in agg.items():
         br, dy, drgb = d["bi"] / d["bn"], d["dy"] / d["n"], d["drgb"] / d["n"]
-        print(f"| {ct} | {label} | {d['n']} | {br:.3f} | {dy:+.4f} | {drgb:+.4f} | {d['worst']:+.4f} | {d['cpu']:.1f} | "
+        lines.append(f"| {ct} | {label} | {d['n']} | {br:.3f} | {dy:+.4f} | {drgb:+.4f} | {d['worst']:+.4f} | {d['cpu']:.1f} | "
               f"{'yes' if br <= 1 and dy >= 0 and drgb >= 0 else 'no'} | "
-              f"{'yes' if br <= 1 and dy >= -0.005 and drgb >= -0.005 else 'no'} |", flush=True)
+              f"{'yes' if br <= 1 and dy >= -0.005 and drgb >= -0.005 else 'no'} |")
+    print("\n".join(lines))
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
     return 0
 
 

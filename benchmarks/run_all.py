@@ -249,9 +249,10 @@ def main() -> int:
     ap.add_argument("--out", help="markdown output (default benchmarks/RESULTS.md; --quick: results/RESULTS-smoke.md)")
     ap.add_argument("--results", default=str(HERE / "results"))
     ap.add_argument("--report-only", action="store_true")
-    ap.add_argument("--http-variants", default="vc1,w4+vc1,w1",
+    ap.add_argument("--http-variants", default="vc1,w1,w4+vc1,jemalloc,mallopt",
                     help="extra server variants for the threads experiment (cold c2/c4 only); '' to skip. "
-                         "vcN = VIPS_CONCURRENCY (libvips threads per image), wN = --workers N")
+                         "vcN = VIPS_CONCURRENCY (libvips threads per image), wN = --workers N, jemalloc, mallopt "
+                         "(arena2+mmap256 via mallopt), arena2, mmapK, memhot, lrs (see _common.variant_env)")
     a = ap.parse_args()
     res_dir = Path(a.results)
     if a.quick:

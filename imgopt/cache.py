@@ -13,6 +13,7 @@ plus the ``Coordinator`` that decides which replica produces a missing entry.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 import json
 import struct
 import time
@@ -158,6 +159,44 @@ def get_max_age(cache_control: str | None) -> int:
 
 
 # -- tiers and cross-replica work ------------------------------------------------------------
+
+
+class MemoryTier:
+    """Hot entries in process memory, bounded by bytes, least recently used evicted.
+
+    Looked up on the event loop before the store (a dict access: no thread hop, no sqlite
+    access-time write), so a hot URL is answered without touching the disk or Redis. Entries
+    keep their own expiry, so staleness is decided exactly as for the store.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+
+    def get(self, key: str) -> Entry | None:
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+            metrics.CACHE_LOOKUPS.labels("memory", "stale" if entry.is_stale() else "hit").inc()
+        return entry
+
+    def put(self, key: str, entry: Entry) -> None:
+        size = len(entry.body)
+        if size > self.max_bytes // 8:  # one entry may not crowd out the rest
+            self.discard(key)
+            return
+        self.discard(key)
+        self._entries[key] = entry
+        self.bytes += size
+        while self.bytes > self.max_bytes and self._entries:
+            _k, old = self._entries.popitem(last=False)
+            self.bytes -= len(old.body)
+
+    def discard(self, key: str) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.bytes -= len(old.body)
 
 
 class MeteredStore:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from . import extensions, metrics, transform
-from .cache import Entry, cache_key, get_max_age, open_cache
+from .cache import Entry, MemoryTier, cache_key, get_max_age, open_cache
 from .config import Settings
 from .errors import ImageError
 from .fetch import Fetcher, b64url
@@ -41,6 +41,9 @@ class ImageService:
         self.fetcher = Fetcher(settings)
         # The store (disk, Redis, or both) and who produces a missing entry (here, or a replica).
         self.store, self.coordinator = open_cache(settings)
+        # The hot tier is part of the cache: no cache (size 0) means none in memory either.
+        no_cache = settings.cache == "disk" and settings.cache_size == 0
+        self.memory = MemoryTier(0 if no_cache else settings.memory_cache_size)
         self._flights: SingleFlight[Entry] = SingleFlight()
 
     async def aclose(self) -> None:
@@ -51,7 +54,11 @@ class ImageService:
 
     async def get(self, req: ImageRequest) -> Served:
         key = cache_key(req.href, req.width, req.quality, req.cache_mime)
-        entry = await asyncio.to_thread(self.store.get, key)
+        entry = self.memory.get(key)
+        if entry is None or entry.is_stale():
+            entry = await asyncio.to_thread(self.store.get, key) or entry
+            if entry is not None:
+                self.memory.put(key, entry)
         if entry is not None and not entry.is_stale():
             return Served(entry, "HIT")
         if entry is not None:
@@ -93,6 +100,7 @@ class ImageService:
                         max_age = cfg.minimum_cache_ttl
                         log.warning("could not optimize %s; serving the original bytes", req.href)
                 entry = Entry(result.body, result.mime, etag, original.etag, max_age, time.time() + max_age)
+        self.memory.put(key, entry)
         try:
             await asyncio.to_thread(self.store.set, key, entry)
         except Exception as e:  # a full or broken cache must not fail the request

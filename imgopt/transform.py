@@ -258,12 +258,32 @@ def _avif_quality(q: int) -> int:
     return max(int(q * 50 / 80 + 0.5), 1)  # JavaScript Math.round, as Next does
 
 
+def _matched_quality(q: int) -> int:
+    """WebP/JPEG quality one below the request (q 2..99; 1 and 100 unchanged).
+
+    imgopt's resize (libvips thumbnail: at least a 2x Lanczos reduce after shrink-on-load) keeps
+    more detail than sharp's fast shrink-on-load, so at Next's quality value the output is
+    0.3-1.5 % larger with +0.001 SSIM. One step down gives back those bytes: against Next.js's
+    own outputs at q=75 (every corpus image x 640/1080/1920, benchmarks/FRONTIER.md, "imgopt vs
+    Next's actual outputs") WebP bytes 1.006 -> 0.992 and JPEG 1.003 -> 0.998 of Next's, mean
+    SSIM still above Next's (+0.0002 / +0.0003); at q=50 and q=90 SSIM stays within 0.001 of Next.
+    """
+    return q - 1 if 1 < q < 100 else q
+
+
 ENCODERS: dict[str, Callable[[pyvips.Image, int], bytes]] = {
+    # AVIF: Next's quality mapping and effort; libvips's default 4:2:0 chroma (Next/sharp: 4:4:4)
+    # is kept: 0.87x the encode CPU and 0.97x the bytes at equal SSIM-Y, SSIM-RGB -0.004
+    # (within issue #5's -0.005 bar); effort 2 loses 0.006 SSIM, effort 4 costs 4x CPU
+    # (benchmarks/FRONTIER.md).
     AVIF: lambda img, q: img.heifsave_buffer(Q=_avif_quality(q), effort=3, compression="av1", keep="none"),
-    WEBP: lambda img, q: img.webpsave_buffer(Q=q, effort=4, keep="none"),
+    WEBP: lambda img, q: img.webpsave_buffer(Q=_matched_quality(q), effort=4, keep="none"),
+    # JPEG: subsample_mode="on" = sharp's chromaSubsampling '4:2:0' at every quality. libvips's
+    # default (auto) switches to 4:4:4 at Q >= 90, which made q=90 outputs 1.44x Next's bytes
+    # (benchmarks/FRONTIER.md); below 90 the output is unchanged.
     JPEG: lambda img, q: _flatten_for_jpeg(img).jpegsave_buffer(
-        Q=q, optimize_coding=True, trellis_quant=True, overshoot_deringing=True,
-        optimize_scans=True, quant_table=3, interlace=True, keep="none",
+        Q=_matched_quality(q), optimize_coding=True, trellis_quant=True, overshoot_deringing=True,
+        optimize_scans=True, quant_table=3, interlace=True, subsample_mode="on", keep="none",
     ),
     PNG: lambda img, q: img.pngsave_buffer(palette=True, Q=q, effort=7, compression=6, keep="none"),
     GIF: lambda img, q: img.gifsave_buffer(keep="none"),

@@ -103,13 +103,24 @@ def test_redis_holds_framed_entries_with_grace_ttl_and_no_lock_left(cluster, ori
 
 def test_local_tier_is_filled_from_redis(cluster, origin, corpus):
     """Replica 0 has --cache-tier disk: an entry made by replica 1 is copied into its disk tier."""
+    import sqlite3
+
+    def disk_rows() -> int:
+        db = sqlite3.connect(cluster.replicas[0].cache_dir / "cache.db", timeout=10)
+        try:
+            return db.execute("SELECT COUNT(*) FROM Cache").fetchone()[0]
+        finally:
+            db.close()
+
     path = unique_path(origin, corpus, "test.png")
     url = origin.base_url + path
     assert image(cluster.replicas[1].url, url, 256).headers["x-nextjs-cache"] == "MISS"
-    before = metric(cluster.replicas[0].url, "imgopt_cache_lookups_total", tier="disk", result="hit")
+    rows = disk_rows()
+    before = metric(cluster.replicas[0].url, "imgopt_cache_lookups_total", tier="memory", result="hit")
     assert image(cluster.replicas[0].url, url, 256).headers["x-nextjs-cache"] == "HIT"  # from redis
-    assert image(cluster.replicas[0].url, url, 256).headers["x-nextjs-cache"] == "HIT"  # from disk
-    assert metric(cluster.replicas[0].url, "imgopt_cache_lookups_total", tier="disk", result="hit") == before + 1
+    assert disk_rows() == rows + 1  # ... and copied into the local disk tier
+    assert image(cluster.replicas[0].url, url, 256).headers["x-nextjs-cache"] == "HIT"  # from memory
+    assert metric(cluster.replicas[0].url, "imgopt_cache_lookups_total", tier="memory", result="hit") == before + 1
     assert origin.hits[path] == 1
 
 

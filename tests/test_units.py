@@ -174,3 +174,25 @@ def test_parse_request_never_crashes(params, accept):
         assert e.status == 400 and e.message
     else:
         assert req.width in cfg.widths and req.quality in (cfg.qualities or range(1, 101))
+
+
+def test_memory_tier_is_bounded_and_lru():
+    from imgopt.cache import MemoryTier
+
+    def entry(n: int) -> Entry:
+        return Entry(b"x" * n, "image/webp", '"e"', "u", 60, 1e12)
+
+    tier = MemoryTier(1000)
+    for i in range(5):
+        tier.put(f"k{i}", entry(100))
+    assert tier.get("k0") is not None  # k0 is now the most recently used
+    for i in range(5, 12):
+        tier.put(f"k{i}", entry(100))
+    assert tier.bytes <= 1000
+    assert tier.get("k0") is not None and tier.get("k1") is None
+    tier.put("big", entry(200))  # over max/8: not kept
+    assert tier.get("big") is None
+    assert MemoryTier(0).get("k") is None
+    off = MemoryTier(0)
+    off.put("k", entry(1))
+    assert off.get("k") is None and off.bytes == 0

@@ -4,7 +4,9 @@
 # pid -> $PEERS_DIR/imgopt.pid, cache dir wiped first so the run starts cold.
 # Config: formats avif+webp, qualities 74/75/76, dangerouslyAllowLocalIP, remotePatterns for the
 # origin (127.0.0.1:$ORIGIN_PORT), deviceSizes with 640/1080/1920 (benchmarks/peers/images.json.in).
-# Knobs (env): IMGOPT_WORKERS, VIPS_CONCURRENCY, MALLOC_ARENA_MAX, IMGOPT_LD_PRELOAD, IMGOPT_PYTHON.
+# Knobs (env): IMGOPT_WORKERS, IMGOPT_PYTHON, and IMGOPT_ENV="VAR=value ..." for variables meant for
+# imgopt only (e.g. "VIPS_CONCURRENCY=1 MALLOC_ARENA_MAX=2 MALLOC_MMAP_THRESHOLD_=262144" or
+# "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"), so the Next.js peer never inherits them.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
@@ -21,7 +23,7 @@ args=(serve --config "$D/images.json" --host 127.0.0.1 --port "$IMGOPT_PORT" --c
 [ -n "${IMGOPT_WORKERS:-}" ] && args+=(--workers "$IMGOPT_WORKERS")
 cd "$ROOT"
 export PYTHONUNBUFFERED=1
-[ -n "${IMGOPT_LD_PRELOAD:-}" ] && export LD_PRELOAD=$IMGOPT_LD_PRELOAD
-start_bg imgopt "$PY" -m imgopt "${args[@]}"
+# shellcheck disable=SC2086
+start_bg imgopt env ${IMGOPT_ENV:-} "$PY" -m imgopt "${args[@]}"   # env execs python: same pid
 wait_http imgopt "http://127.0.0.1:$IMGOPT_PORT/healthz" 60
 echo "http://127.0.0.1:$IMGOPT_PORT"
