@@ -26,7 +26,7 @@ test-py: $(STAMP)
 test-loader:
 	cd loader && node --test
 
-# Benchmarks (issue #5), separate from `make test`: writes benchmarks/RESULTS.md (~30 min on 2 quiet
+# Benchmarks (issue #5), separate from `make test`: writes benchmarks/RESULTS.md (~55 min on 2 quiet
 # cores). BENCH_ARGS=--quick for a smoke run. Side by side with Next.js: benchmarks/compare_next.sh
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py $(BENCH_ARGS)

@@ -447,8 +447,6 @@ def variant_env(variant: str) -> dict[str, str] | None:
             env["LD_PRELOAD"] = JEMALLOC
         elif part == "lrs":  # diskcache eviction_policy least-recently-stored (reads do not write)
             env["BENCH_DISKCACHE_POLICY"] = "least-recently-stored"
-        elif part == "memhot":  # experiment: in-memory hot entries in front of the disk cache (_launch.py)
-            env["BENCH_MEMHOT"] = "1"
         elif part == "mallopt":  # arena2+mmap256 set in-process by _launch.py via mallopt()
             env["BENCH_MALLOPT"] = "arena=2,mmap=262144"
         elif part.startswith("trim"):  # trim or trim<seconds>: periodic malloc_trim(0) (launcher)

@@ -1,7 +1,9 @@
-"""Start `imgopt serve` exactly as `python -m imgopt serve ...`, optionally with a periodic
-glibc malloc_trim(0) thread (env BENCH_MALLOC_TRIM_S=seconds) for the RSS-creep experiment.
+"""Start `imgopt serve` exactly as `python -m imgopt serve ...`, plus optional experiment knobs
+(benchmarks only, so the experiments need no change to imgopt itself):
 
-Used only by the benchmarks, so the allocator experiment needs no change to imgopt itself.
+  BENCH_MALLOPT="arena=2,mmap=262144"   glibc mallopt() before any thread starts
+  BENCH_MALLOC_TRIM_S=5                 a thread calling malloc_trim(0) every 5 s
+  BENCH_DISKCACHE_POLICY=...            force diskcache's eviction policy (e.g. least-recently-stored)
 """
 
 import ctypes
@@ -45,26 +47,6 @@ if __name__ == "__main__":
             _orig_init(self, *args, **kw)
 
         diskcache.Cache.__init__ = _init
-    if os.environ.get("BENCH_MEMHOT"):
-        # experiment only: an in-process dict of fresh entries checked on the event loop before
-        # the disk store (no thread hop, no SQLite, no file read, no CRC) -- to size the gain of
-        # a real bounded in-memory hot tier. Unbounded; never use outside a benchmark.
-        from imgopt import service as _svc
-        from imgopt.cache import cache_key
-
-        _orig_get = _svc.ImageService.get
-        _hot: dict = {}
-
-        async def _get(self, req):  # noqa: ANN001
-            key = cache_key(req.href, req.width, req.quality, req.cache_mime)
-            e = _hot.get(key)
-            if e is not None and not e.is_stale():
-                return _svc.Served(e, "HIT")
-            served = await _orig_get(self, req)
-            _hot[key] = served.entry
-            return served
-
-        _svc.ImageService.get = _get
     period = float(os.environ.get("BENCH_MALLOC_TRIM_S", "0") or 0)
     if period > 0:
         threading.Thread(target=_trimmer, args=(period,), daemon=True, name="malloc-trim").start()

@@ -12,7 +12,7 @@ samples the RSS of the server process tree. Reported: RSS after 500 (10 %) and a
 (100 %) requests, growth = rss_5000 / rss_500 - 1 (issue #5 target: < 10 %), the whole curve,
 the peak RSS, errors, and wall time.
 
-Variants (BENCH_MEM_VARIANTS, comma separated, default "default,arena2,mmap256,mallopt,jemalloc,trim"):
+Variants (BENCH_MEM_VARIANTS, comma separated, default "default,jemalloc,mallopt"):
 default (glibc malloc), arena2 (MALLOC_ARENA_MAX=2), mmap256 (MALLOC_MMAP_THRESHOLD_=256 KiB, which
 also turns off glibc's dynamic threshold), mallopt (arena2+mmap256 set in-process with mallopt()
 before any thread starts, see _launch.py), jemalloc (LD_PRELOAD libjemalloc2, skipped when not
@@ -31,7 +31,7 @@ import pytest
 
 import _common as C
 
-VARIANTS = [v for v in os.environ.get("BENCH_MEM_VARIANTS", "default,arena2,mmap256,mallopt,jemalloc,trim").split(",") if v]
+VARIANTS = [v for v in os.environ.get("BENCH_MEM_VARIANTS", "default,jemalloc,mallopt").split(",") if v]
 WIDTHS = [64, 128, 256, 384, 640, 750, 828, 1080, 1200, 1920]
 WIDTH_WEIGHTS = [1, 2, 3, 3, 4, 2, 3, 3, 1, 1]
 FORMATS = ["webp", "avif", "jpeg"]

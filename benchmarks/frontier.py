@@ -17,7 +17,7 @@ A setting *dominates* Next when, at iso-bytes, SSIM(Y) and SSIM(RGB) are >= Next
 encode CPU is lower. Bytes and SSIM are deterministic; CPU is noisy on a shared machine (the
 machine's foreign CPU is recorded in the output).
 
-  python benchmarks/frontier.py                      # full grid (~15-25 min on 2 quiet cores)
+  python benchmarks/frontier.py                      # full grid (~40 min on 2 quiet cores)
   python benchmarks/frontier.py --quick              # smoke: 2 images, small grid
   python benchmarks/frontier.py --formats avif --q 50,75,90
 """
@@ -332,10 +332,12 @@ def main() -> int:
     ap.add_argument("--q", default="75", help="user quality values (Next's q), comma separated")
     ap.add_argument("--widths", default="1080")
     ap.add_argument("--images", type=int, default=0, help="use only the first N photos (0 = all)")
-    ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=1, help="timed runs per curve point (min); iso rows are re-timed paired x3")
     ap.add_argument("--offsets", default="-6,-3,0,3,6")
     ap.add_argument("--avif-efforts", default="0,1,2,3,4")
-    ap.add_argument("--avif-subsample", default="auto,on,off")
+    ap.add_argument("--avif-subsample", default="auto,off",
+                    help="auto,on,off; 'on' gives byte-identical output to 'auto' below Q 90 (checked), so it is "
+                         "left out by default")
     ap.add_argument("--webp-efforts", default="0,1,2,3,4,5,6")
     ap.add_argument("--png-efforts", default="1,2,3,4,5,6,7,8,9,10")
     ap.add_argument("--png-compression", default="6")
