@@ -53,20 +53,12 @@ def assert_image_headers(r: httpx.Response, ctype: str, filename: str, max_age: 
         ("/test.png", CHROME, "image/webp", "WEBP", "test.webp"),  # avif not in default formats
     ],
 )
-def test_negotiation_profile_d(server_d, src, accept, ctype, fmt, name):
+def test_negotiation_profile_d(server_d, corpus, src, accept, ctype, fmt, name):
     r = server_d.get(src, W, Q, accept=accept)
     assert_image_headers(r, ctype, name)
     im = decode(r)
     assert im.format == fmt
-    assert im.width == min(W, Image.open(server_d_corpus(server_d) / src.lstrip("/")).width)
-
-
-def server_d_corpus(server_d):
-    # the corpus folder is the server's --local-root
-    i = server_d.argv.index("--local-root")
-    from pathlib import Path
-
-    return Path(server_d.argv[i + 1])
+    assert im.width == min(W, Image.open(corpus / src.lstrip("/")).width)  # corpus = server_d's --local-root
 
 
 def test_avif_when_enabled(server_c):
