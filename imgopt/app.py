@@ -17,7 +17,7 @@ from starlette.routing import Route
 from . import metrics
 from .config import Settings
 from .errors import ImageError
-from .params import parse_placeholder_request, parse_request
+from .params import RequestMemo, parse_placeholder_request
 from .service import ImageService, Served
 from .transform import EXTENSIONS, configure_libvips
 
@@ -118,13 +118,13 @@ def create_app(settings: Settings) -> Starlette:
     service = ImageService(settings)
     metrics.bind_pool(service.pool)
     metrics.configure_access_log()
+    requests = RequestMemo(settings.images)
 
     async def image(request: Request) -> Response:
         try:
-            req = parse_request(
+            req = requests.parse(
                 request.scope.get("query_string", b"").decode("utf-8", "replace"),
                 request.headers.get("accept", ""),
-                settings.images,
             )
             served = await service.get(req)
             return image_response(request, served, req.href, req.is_static, settings)

@@ -290,3 +290,32 @@ def parse_placeholder_request(raw_query: str, cfg: ImagesConfig) -> ImageRequest
     _url, href, remote = _parse_url(parse_query(raw_query), cfg)
     return ImageRequest(href=href, remote=remote, width=0, quality=0, mime="application/json",
                         is_static=False, placeholder=True)
+
+
+class RequestMemo:
+    """``parse_request`` remembered for repeated (query, Accept) pairs.
+
+    Validation is a pure function of the query, the Accept header and the config, and it is
+    the costliest step of a cache hit (~160 us with remotePatterns, issue #5), so a hot URL is
+    parsed once. Only valid requests are kept (errors are parsed each time), inputs longer than
+    a normal URL are never kept, and the memo holds at most ``size`` entries (oldest dropped).
+    """
+
+    MAX_KEY = 4096
+
+    def __init__(self, cfg: ImagesConfig, size: int = 4096) -> None:
+        self.cfg = cfg
+        self.size = size
+        self._memo: dict[tuple[str, str], ImageRequest] = {}
+
+    def parse(self, raw_query: str, accept: str) -> ImageRequest:
+        key = (raw_query, accept)
+        req = self._memo.get(key)
+        if req is not None:
+            return req
+        req = parse_request(raw_query, accept, self.cfg)
+        if self.size and len(raw_query) + len(accept) <= self.MAX_KEY:
+            if len(self._memo) >= self.size:
+                del self._memo[next(iter(self._memo))]  # insertion order: the oldest
+            self._memo[key] = req
+        return req

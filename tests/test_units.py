@@ -11,7 +11,7 @@ from imgopt.app import content_disposition, file_name, is_fresh
 from imgopt.cache import Entry, cache_key, decode_entry, encode_entry, get_max_age
 from imgopt.config import ImagesConfig
 from imgopt.errors import ImageError
-from imgopt.params import negotiate, normalize_path, parse_request
+from imgopt.params import RequestMemo, negotiate, normalize_path, parse_request
 from imgopt.transform import detect_type, is_animated
 
 AVIF_WEBP = ("image/avif", "image/webp")
@@ -196,3 +196,43 @@ def test_memory_tier_is_bounded_and_lru():
     off = MemoryTier(0)
     off.put("k", entry(1))
     assert off.get("k") is None and off.bytes == 0
+
+
+# -- RequestMemo (issue #5: a cache hit does not re-validate a hot URL) ------------------------
+
+_MEMO_QUERIES = st.one_of(
+    st.sampled_from(["url=/a.jpg&w=640&q=75", "url=/a.jpg&w=640&q=75&w=1", "url=/b.png&w=1080&q=75",
+                     "url=/a.jpg&w=641&q=75", "url=%2Fa.jpg&w=640&q=75", "url=/a.jpg&w=640&q=101", "w=640&q=75"]),
+    st.text(max_size=40),
+)
+_MEMO_ACCEPTS = st.sampled_from(["", "image/avif,image/webp,*/*", "image/webp", "text/html", "image/*"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_MEMO_QUERIES, _MEMO_ACCEPTS), min_size=1, max_size=30))
+def test_request_memo_answers_exactly_as_parse_request(calls):
+    cfg = ImagesConfig(formats=("image/avif", "image/webp"))
+    memo = RequestMemo(cfg, size=4)  # small, so eviction is exercised too
+    for query, accept in calls + calls:
+        try:
+            expected: object = parse_request(query, accept, cfg)
+        except ImageError as e:
+            expected = (e.status, e.message)
+        try:
+            got: object = memo.parse(query, accept)
+        except ImageError as e:
+            got = (e.status, e.message)
+        assert got == expected
+    assert len(memo._memo) <= 4
+
+
+def test_request_memo_keeps_valid_short_requests_only():
+    cfg = ImagesConfig()
+    memo = RequestMemo(cfg, size=8)
+    first = memo.parse("url=/a.jpg&w=640&q=75", "image/webp")
+    assert memo.parse("url=/a.jpg&w=640&q=75", "image/webp") is first
+    assert memo.parse("url=/a.jpg&w=640&q=75", "image/avif,image/webp").mime == "image/webp"
+    with pytest.raises(ImageError):
+        memo.parse("url=/a.jpg&w=641&q=75", "")
+    memo.parse("url=/" + "a" * 3000 + ".jpg&w=640&q=75", "image/webp," * 200)  # valid, but too long to keep
+    assert set(memo._memo) == {("url=/a.jpg&w=640&q=75", "image/webp"), ("url=/a.jpg&w=640&q=75", "image/avif,image/webp")}
