@@ -5,8 +5,8 @@ in the style of imgproxy's pipeline: decide (reject / pass through / transform),
 pixel count from the header, load with shrink-on-load, normalise colour, encode.
 
 Encoder settings (start from Next.js's, so output is comparable; see issue #5 for tuning):
-* AVIF: quality ``round(q*50/80)`` and effort 3, exactly Next's mapping. Effort 4 (libvips's
-  default) costs ~3.5x the CPU for ~3% fewer bytes (measured in the brief of issue #5).
+* AVIF: quality ``round(q*50/80)`` and effort 3, exactly Next's mapping, with 4:2:0 chroma and
+  libaom tuned for SSIM (see ``ENCODERS``). Effort 4 (libvips's default) costs ~3.5x the CPU.
 * WebP: quality q, effort 4, libvips defaults as in sharp.
 * JPEG: mozjpeg-style (trellis quantisation, overshoot deringing, optimised progressive scans,
   quant table 3), which is what sharp's ``mozjpeg: true`` sets; the pyvips-binary wheel ships
@@ -17,6 +17,7 @@ Encoder settings (start from Next.js's, so output is comparable; see issue #5 fo
 
 from __future__ import annotations
 
+import os
 import struct
 import time
 from dataclasses import dataclass
@@ -271,12 +272,34 @@ def _matched_quality(q: int) -> int:
     return q - 1 if 1 < q < 100 else q
 
 
+def _heif_tune_supported(tune: str) -> bool:
+    """libvips >= 8.18 has heifsave's ``tune``; an older libvips (or a bad value) is refused."""
+    try:
+        pyvips.Image.black(16, 16, bands=3).heifsave_buffer(Q=30, effort=0, compression="av1", tune=tune)
+        return True
+    except pyvips.Error:
+        return False
+
+
+# AVIF encoder tuning (libaom): "ssim" rather than libvips's and sharp's default "iq". Measured
+# on the photo corpus x 640/1080/1920 against Next's exact settings (Q=round(q*5/8), effort 3,
+# 4:4:4, tune iq), at Next's quantizer, with 4:2:0 (benchmarks/FRONTIER.md, "AVIF tune"):
+#   q=75: bytes 0.956, encode CPU 0.65, SSIM-Y +0.0017, SSIM-RGB -0.0040
+#   q=60: 0.963, 0.66, +0.0021, -0.0034;  q=50: 0.924, 0.66, -0.0004, -0.0059;
+#   q=90: 0.902, 0.67, +0.0004, -0.0052
+# ("iq" with 4:2:0, imgopt's previous default: bytes 0.96-0.97, CPU 0.84-0.89, SSIM-Y +0.000,
+# SSIM-RGB -0.003 to -0.004). libaom's authors report "iq" as perceptually better on some
+# metrics (SSIMULACRA 2, Butteraugli); issue #5 judges by SSIM, and AVIF is most of the CPU
+# of a cold run, so imgopt takes "ssim". IMGOPT_AVIF_TUNE=iq restores the libvips default.
+AVIF_TUNE = os.environ.get("IMGOPT_AVIF_TUNE", "ssim")
+_AVIF_EXTRA: dict[str, str] = {"tune": AVIF_TUNE} if AVIF_TUNE and _heif_tune_supported(AVIF_TUNE) else {}
+
+
 ENCODERS: dict[str, Callable[[pyvips.Image, int], bytes]] = {
-    # AVIF: Next's quality mapping and effort; libvips's default 4:2:0 chroma (Next/sharp: 4:4:4)
-    # is kept: 0.87x the encode CPU and 0.97x the bytes at equal SSIM-Y, SSIM-RGB -0.004
-    # (within issue #5's -0.005 bar); effort 2 loses 0.006 SSIM, effort 4 costs 4x CPU
-    # (benchmarks/FRONTIER.md).
-    AVIF: lambda img, q: img.heifsave_buffer(Q=_avif_quality(q), effort=3, compression="av1", keep="none"),
+    # AVIF: Next's quality mapping and effort (effort 2 loses 0.006 SSIM, effort 4 costs 4x
+    # CPU), 4:2:0 chroma (Next/sharp: 4:4:4) and tune as above (benchmarks/FRONTIER.md).
+    AVIF: lambda img, q: img.heifsave_buffer(Q=_avif_quality(q), effort=3, compression="av1",
+                                             subsample_mode="on", keep="none", **_AVIF_EXTRA),
     WEBP: lambda img, q: img.webpsave_buffer(Q=_matched_quality(q), effort=4, keep="none"),
     # JPEG: subsample_mode="on" = sharp's chromaSubsampling '4:2:0' at every quality. libvips's
     # default (auto) switches to 4:4:4 at Q >= 90, which made q=90 outputs 1.44x Next's bytes
