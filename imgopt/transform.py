@@ -11,7 +11,7 @@ Encoder settings (start from Next.js's, so output is comparable; see issue #5 fo
 * JPEG: mozjpeg-style (trellis quantisation, overshoot deringing, optimised progressive scans,
   quant table 3), which is what sharp's ``mozjpeg: true`` sets; the pyvips-binary wheel ships
   mozjpeg, so these really apply (~30% smaller than plain libjpeg-turbo at the same Q).
-* PNG: palette quantisation at quality q, effort 7 (sharp's ``png({quality})``).
+* PNG: palette quantisation at quality q (as sharp's ``png({quality})``), lighter effort and dithering.
 * Metadata is stripped (``keep='none'``) after converting to sRGB, so no ICC/EXIF leaks out.
 """
 
@@ -308,7 +308,14 @@ ENCODERS: dict[str, Callable[[pyvips.Image, int], bytes]] = {
         Q=_matched_quality(q), optimize_coding=True, trellis_quant=True, overshoot_deringing=True,
         optimize_scans=True, quant_table=3, interlace=True, subsample_mode="on", keep="none",
     ),
-    PNG: lambda img, q: img.pngsave_buffer(palette=True, Q=q, effort=7, compression=6, keep="none"),
+    # PNG: palette at quality q like sharp's png({quality}), with quantiser effort 6 and half
+    # Floyd-Steinberg dithering where sharp uses effort 7 and full dithering. Full dithering adds
+    # noise that costs bytes and SSIM. Against Next's settings at q=75 (benchmarks/FRONTIER.md,
+    # "PNG"): the corpus PNG photos 0.81-0.99x bytes at SSIM-Y +0.001 to +0.010, grainy synthetic
+    # photos 0.997x (+0.002), synthetic graphics 0.85x (+0.014); encode CPU 0.74-0.88x. Effort 4
+    # with less dithering was 4x cheaper and far smaller on graphics, but up to 11% larger on
+    # grainy photos, so it does not dominate Next's point.
+    PNG: lambda img, q: img.pngsave_buffer(palette=True, Q=q, effort=6, dither=0.5, compression=6, keep="none"),
     GIF: lambda img, q: img.gifsave_buffer(keep="none"),
     # Security fix (issue #4): compressed. Uncompressed, a tall flat TIFF of a few hundred KB
     # within the pixel limit (1000x268000) came back as a 268-800 MB buffer per request.

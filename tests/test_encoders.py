@@ -13,7 +13,7 @@ import pyvips
 
 from imgopt import transform
 
-from tests.imagecorpus import _photo
+from tests.imagecorpus import _graphic, _photo
 
 
 def _ssim_y(ref: pyvips.Image, body: bytes) -> float:
@@ -66,3 +66,21 @@ def test_avif_tune_is_applied_when_libvips_has_it(photo):
 
 def test_an_unknown_tune_is_refused_not_used():
     assert not transform._heif_tune_supported("no-such-tune")
+
+
+@pytest.fixture(scope="module")
+def graphic() -> pyvips.Image:
+    buf = io.BytesIO()
+    _graphic(960, 640, seed=7).save(buf, "PNG")
+    return pyvips.Image.new_from_buffer(buf.getvalue(), "").copy_memory()
+
+
+@pytest.mark.parametrize("kind", ["photo", "graphic"])
+def test_palette_png_is_smaller_than_nexts_and_no_worse(kind, request):
+    """PNG keeps its type (Next: sharp png({quality}) = palette, effort 7, dither 1.0)."""
+    photo = request.getfixturevalue(kind)
+    ours = transform.ENCODERS[transform.PNG](photo, 75)
+    theirs = photo.pngsave_buffer(palette=True, Q=75, effort=7, compression=6, keep="none")
+    assert pyvips.Image.new_from_buffer(ours, "").get("palette-bit-depth") <= 8
+    assert len(ours) <= len(theirs)
+    assert _ssim_y(photo, ours) >= _ssim_y(photo, theirs) - 0.005
