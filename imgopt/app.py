@@ -114,7 +114,7 @@ def placeholder_response(request: Request, served: Served) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
-    configure_libvips()
+    configure_libvips(settings.workers)
     service = ImageService(settings)
     metrics.bind_pool(service.pool)
     metrics.configure_access_log()

@@ -84,3 +84,22 @@ def test_palette_png_is_smaller_than_nexts_and_no_worse(kind, request):
     assert pyvips.Image.new_from_buffer(ours, "").get("palette-bit-depth") <= 8
     assert len(ours) <= len(theirs)
     assert _ssim_y(photo, ours) >= _ssim_y(photo, theirs) - 0.005
+
+
+@pytest.mark.parametrize("workers,cpus,threads", [(2, 2, 1), (1, 2, 2), (1, 8, 8), (3, 8, 2), (16, 2, 1), (0, 4, 4)])
+def test_libvips_threads_share_the_cores_among_workers(workers, cpus, threads):
+    assert transform.libvips_threads(workers, cpus) == threads
+
+
+def test_configure_libvips_sets_threads_unless_the_operator_did(monkeypatch):
+    before = pyvips.concurrency_get()
+    try:
+        monkeypatch.delenv("VIPS_CONCURRENCY", raising=False)
+        transform.configure_libvips(workers=10_000)
+        assert pyvips.concurrency_get() == 1
+        monkeypatch.setenv("VIPS_CONCURRENCY", "3")
+        pyvips.concurrency_set(2)
+        transform.configure_libvips(workers=10_000)
+        assert pyvips.concurrency_get() == 2  # left as the operator's variable made it
+    finally:
+        pyvips.concurrency_set(before)
