@@ -48,6 +48,7 @@ class Original:
     content_type: str | None  # what upstream said; never trusted for detection
     cache_control: str | None
     etag: str  # base64url of upstream's ETag, or of sha256(body)
+    weak_etag: bool = False  # upstream's ETag was W/…: it does not name these exact bytes
 
 
 def b64url(data: bytes) -> str:
@@ -316,4 +317,5 @@ class Fetcher:
             content_type=resp.headers.get("content-type"),
             cache_control=resp.headers.get("cache-control"),
             etag=upstream_etag(resp.headers.get("etag"), body),
+            weak_etag=(resp.headers.get("etag") or "").lstrip().startswith(("W/", "w/")),
         )

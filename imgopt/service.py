@@ -17,7 +17,7 @@ from . import extensions, metrics, transform
 from .cache import Entry, MemoryTier, cache_key, get_max_age, open_cache
 from .config import Settings
 from .errors import ImageError
-from .fetch import Fetcher, b64url
+from .fetch import Fetcher, Original, b64url
 from .params import ImageRequest
 from .pool import DEADLINE, SingleFlight, WorkerPool
 
@@ -44,6 +44,7 @@ class ImageService:
         # The hot tier is part of the cache: no cache (size 0) means none in memory either.
         no_cache = settings.cache == "disk" and settings.cache_size == 0
         self.memory = MemoryTier(0 if no_cache else settings.memory_cache_size)
+        self.resized = transform.ResizedMemo(settings.resized_cache_size)
         self._flights: SingleFlight[Entry] = SingleFlight()
 
     async def aclose(self) -> None:
@@ -87,7 +88,7 @@ class ImageService:
                     result = await self.pool.run(
                         metrics.timed_transform, transform.process, original.body, req.mime, cfg.dangerously_allow_svg,
                         req.width, req.quality, s.max_input_pixels, DEADLINE,
-                        extensions.for_request(cfg, req),
+                        extensions.for_request(cfg, req), self.resized, _source_id(req, original),
                         timeout=s.transform_timeout,
                     )
                 except (transform.TransformTimeout, TimeoutError):
@@ -106,6 +107,12 @@ class ImageService:
         except Exception as e:  # a full or broken cache must not fail the request
             log.error("cache write failed for %s: %s", req.href, e)
         return entry
+
+
+def _source_id(req: ImageRequest, original: Original) -> str | None:
+    """Names these exact original bytes, for sharing their resize among formats: the url, the
+    length and the upstream's strong ETag (or the content hash). None for a weak ETag."""
+    return None if original.weak_etag else f"{req.href}\x00{len(original.body)}\x00{original.etag}"
 
 
 def _quiet(fut: "asyncio.Future[Entry]") -> None:

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -371,14 +373,77 @@ def _check_encode_budget(img: pyvips.Image, job: Job) -> None:
         raise _DecodeFailed(f"a {img.width}x{img.height} {job.output} would not be encoded in time")
 
 
-def transform(job: Job) -> bytes:
+_SAMPLE_BYTES = {"uchar": 1, "char": 1, "ushort": 2, "short": 2, "uint": 4, "int": 4, "float": 4}
+
+
+class ResizedMemo:
+    """Recently resized originals (8-bit sRGB pixels in memory), bounded by bytes, LRU.
+
+    One original at one width is wanted in several formats (AVIF, WebP, the original type): a
+    CDN that varies on Accept asks for each. Decoding and resizing is about 30% of a cold
+    transform's CPU (issue #5), so the resized pixels are kept and the next format of the same
+    original and width only encodes. Keyed by the caller's id of the exact original bytes (the
+    url and the upstream ETag or content hash) and the width; shared by the worker threads.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = self.misses = 0
+        self._lock = threading.Lock()
+        self._images: OrderedDict[tuple[str, int], tuple[pyvips.Image, int]] = OrderedDict()
+
+    def get(self, key: tuple[str, int]) -> pyvips.Image | None:
+        with self._lock:
+            found = self._images.get(key)
+            if found is None:
+                self.misses += 1
+                return None
+            self._images.move_to_end(key)
+            self.hits += 1
+            return found[0]
+
+    def put(self, key: tuple[str, int], img: pyvips.Image) -> None:
+        size = img.width * img.height * img.bands * _SAMPLE_BYTES.get(img.format, 8)
+        if size > self.max_bytes // 4:  # one image may not crowd out the rest
+            return
+        with self._lock:
+            old = self._images.pop(key, None)
+            if old is not None:
+                self.bytes -= old[1]
+            self._images[key] = (img, size)
+            self.bytes += size
+            while self.bytes > self.max_bytes and self._images:
+                _k, (_img, n) = self._images.popitem(last=False)
+                self.bytes -= n
+
+
+def _resized(job: Job, memo: ResizedMemo | None, source_id: str | None) -> pyvips.Image:
+    """The original decoded and resized to the job's width, from the memo when it has it."""
+    key = (source_id, job.width) if memo is not None and memo.max_bytes and source_id else None
+    if key is not None:
+        shared = memo.get(key)  # type: ignore[union-attr]
+        if shared is not None:
+            # A new image over the shared pixels: the caller's deadline watch and kill flag go
+            # on it, never on the shared one (whose other users have other deadlines).
+            return shared.copy()
+    img = _to_srgb8(_load(job))
+    if key is None:
+        return img
+    _watch(img, job.deadline)
+    shared = img.copy_memory()  # decode + resize now (killable), then encode from memory
+    memo.put(key, shared)  # type: ignore[union-attr]
+    return shared.copy()
+
+
+def transform(job: Job, memo: ResizedMemo | None = None, source_id: str | None = None) -> bytes:
     """Resize and encode. Raises ImageError (4xx), TransformTimeout or _DecodeFailed."""
     encoder = ENCODERS.get(job.output)
     if encoder is None:
         raise _DecodeFailed(f"no encoder for {job.output}")
     _check_pixels(job)
     try:
-        img = _to_srgb8(_load(job))
+        img = _resized(job, memo, source_id)
         _watch(img, job.deadline)
         _check_encode_budget(img, job)
         if job.auto is not None:
@@ -396,10 +461,10 @@ def transform(job: Job) -> bytes:
     return out
 
 
-def optimize(job: Job) -> tuple[bytes, str] | None:
+def optimize(job: Job, memo: ResizedMemo | None = None, source_id: str | None = None) -> tuple[bytes, str] | None:
     """Transform, or None when libvips cannot (the caller then serves the original, as Next)."""
     try:
-        return transform(job), job.output
+        return transform(job, memo, source_id), job.output
     except _DecodeFailed:
         return None
 
@@ -412,11 +477,13 @@ class Result:
 
 
 def process(buf: bytes, negotiated: str, allow_svg: bool, width: int, quality: int,
-            max_input_pixels: int, deadline: float, extras: Extras = NO_EXTRAS) -> Result:
+            max_input_pixels: int, deadline: float, extras: Extras = NO_EXTRAS,
+            memo: ResizedMemo | None = None, source_id: str | None = None) -> Result:
     """The whole transform step for one original (runs on a worker thread).
 
     `extras` carries imgopt's features beyond Next.js (imgopt/extensions.py): auto quality,
-    animated re-encoding, and placeholders (JSON instead of an image).
+    animated re-encoding, and placeholders (JSON instead of an image). `memo` and `source_id`
+    (an id of these exact original bytes) let the formats of one original share its resize.
     """
     if extras.placeholder:
         from . import placeholder
@@ -436,7 +503,8 @@ def process(buf: bytes, negotiated: str, allow_svg: bool, width: int, quality: i
             if body is not None:
                 return Result(body, extras.animated_mime, "optimized")
         return Result(buf, p.source, "passthrough")
-    done = optimize(Job(buf, p.output, width, quality, max_input_pixels, deadline, extras.auto_quality))
+    done = optimize(Job(buf, p.output, width, quality, max_input_pixels, deadline, extras.auto_quality),
+                    memo, source_id)
     if done is None:
         return Result(buf, p.source, "fallback")
     return Result(done[0], done[1], "optimized")

@@ -103,3 +103,61 @@ def test_configure_libvips_sets_threads_unless_the_operator_did(monkeypatch):
         assert pyvips.concurrency_get() == 2  # left as the operator's variable made it
     finally:
         pyvips.concurrency_set(before)
+
+
+# -- ResizedMemo: the formats of one original share its decode and resize ----------------------
+
+
+def _png_bytes(pil_image) -> bytes:
+    buf = io.BytesIO()
+    pil_image.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_resized_memo_shares_the_resize_and_gives_identical_output():
+    import time
+
+    src = _png_bytes(_photo(900, 600, seed=5))
+    memo = transform.ResizedMemo(64 << 20)
+    far = time.monotonic() + 60
+    alone = {m: transform.process(src, m, False, 320, 75, 10**8, far).body for m in ("image/webp", "image/avif", "")}
+    shared = {m: transform.process(src, m, False, 320, 75, 10**8, far, memo=memo, source_id="a").body
+              for m in ("image/webp", "image/avif", "")}
+    assert shared == alone
+    assert (memo.hits, memo.misses) == (2, 1)
+    transform.process(src, "image/webp", False, 640, 75, 10**8, far, memo=memo, source_id="a")
+    transform.process(src, "image/webp", False, 320, 75, 10**8, far, memo=memo, source_id="b")
+    assert (memo.hits, memo.misses) == (2, 3)  # other width, other original: new resizes
+
+
+def test_resized_memo_hit_is_not_killed_by_an_earlier_requests_deadline():
+    import time
+
+    src = _png_bytes(_photo(900, 600, seed=6))
+    memo = transform.ResizedMemo(64 << 20)
+    transform.process(src, "image/webp", False, 320, 75, 10**8, time.monotonic() + 0.5, memo=memo, source_id="x")
+    time.sleep(0.6)  # the first request's deadline has passed
+    r = transform.process(src, "image/avif", False, 320, 75, 10**8, time.monotonic() + 60, memo=memo, source_id="x")
+    assert r.kind == "optimized" and r.mime == "image/avif" and memo.hits == 1
+
+
+def test_resized_memo_is_bounded_and_skips_oversized_images():
+    memo = transform.ResizedMemo(4 * 100 * 100 * 3)
+    imgs = [(pyvips.Image.black(100, 100, bands=3) + i).cast("uchar") for i in range(6)]
+    for i, im in enumerate(imgs):
+        memo.put((str(i), 100), im)
+    assert memo.bytes <= memo.max_bytes and memo.get(("0", 100)) is None and memo.get(("5", 100)) is not None
+    memo.put(("big", 1), pyvips.Image.black(200, 200, bands=3))  # over a quarter of the budget
+    assert memo.get(("big", 1)) is None
+
+
+def test_source_id_names_exact_bytes_only():
+    from imgopt.fetch import Original
+    from imgopt.params import parse_request
+    from imgopt.config import ImagesConfig
+    from imgopt.service import _source_id
+
+    req = parse_request("url=/a.jpg&w=640&q=75", "image/webp", ImagesConfig())
+    strong = Original(b"abc", "image/jpeg", None, "ZXRhZw")
+    assert _source_id(req, strong) != _source_id(req, Original(b"abcd", "image/jpeg", None, "ZXRhZw"))
+    assert _source_id(req, Original(b"abc", "image/jpeg", None, "ZXRhZw", weak_etag=True)) is None
