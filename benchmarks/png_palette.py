@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Palette PNG settings vs Next.js's (sharp png({quality}): effort 7, dither 1.0), issue #5.
+
+Sets: the corpus PNGs x 640/1080, and the test suite's synthetic photos and graphics
+(tests/imagecorpus.py). Bytes, encode CPU and SSIM-Y against the unquantised pixels.
+
+  python benchmarks/png_palette.py
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+import _common as C  # noqa: E402
+import pyvips  # noqa: E402
+
+from tests.imagecorpus import _graphic, _photo  # noqa: E402
+from tests.test_encoders import _ssim_y  # noqa: E402
+
+VARIANTS = {
+    "Next: effort 7, dither 1.0": dict(effort=7, dither=1.0),
+    "effort 6, dither 0.5 (imgopt)": dict(effort=6, dither=0.5),
+    "effort 7, dither 0.5": dict(effort=7, dither=0.5),
+    "effort 7, dither 0.75": dict(effort=7, dither=0.75),
+    "effort 4, dither 0.5": dict(effort=4, dither=0.5),
+    "effort 4, dither 0.25": dict(effort=4, dither=0.25),
+    "effort 4, no dither": dict(effort=4, dither=0.0),
+}
+
+
+def _pil(im) -> pyvips.Image:
+    b = io.BytesIO()
+    im.save(b, "PNG")
+    return pyvips.Image.new_from_buffer(b.getvalue(), "").copy_memory()
+
+
+def main() -> int:
+    pyvips.cache_set_max(0)
+    sets: dict[str, list[pyvips.Image]] = {}
+    for p in [p for p in C.load_corpus(["png"]) if p.format == "png"]:
+        sets[p.name] = [C.raw_thumbnail(p.data, w).copy_memory() for w in (640, 1080)]
+    sets["synthetic photos"] = [_pil(_photo(960, 640, seed=s)) for s in (3, 7, 11)]
+    sets["synthetic graphics"] = [_pil(_graphic(960, 640, seed=s)) for s in (3, 7, 11)]
+    print("| images | setting | bytes / Next | encode CPU / Next | ΔSSIM-Y |\n|---|---|---|---|---|")
+    for name, ims in sets.items():
+        base = None
+        for k, kw in VARIANTS.items():
+            b = c = y = 0.0
+            for im in ims:
+                t = time.process_time()
+                out = im.pngsave_buffer(palette=True, Q=75, compression=6, keep="none", **kw)
+                c += time.process_time() - t
+                b += len(out)
+                y += _ssim_y(im[0:3] if im.bands > 3 else im, out)
+            y /= len(ims)
+            if base is None:
+                base = (b, c, y)
+            print(f"| {name} | {k} | {b / base[0]:.3f} | {c / base[1]:.2f} | {y - base[2]:+.4f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
