@@ -445,6 +445,9 @@ def variant_env(variant: str) -> dict[str, str] | None:
             if not JEMALLOC:
                 return None
             env["LD_PRELOAD"] = JEMALLOC
+        elif part == "nomem":  # no in-memory tiers (hot entries, resized pixels): allocator creep alone
+            env["IMGOPT_MEMORY_CACHE_SIZE"] = "0"
+            env["IMGOPT_RESIZED_CACHE_SIZE"] = "0"
         elif part == "lrs":  # diskcache eviction_policy least-recently-stored (reads do not write)
             env["BENCH_DISKCACHE_POLICY"] = "least-recently-stored"
         elif part == "mallopt":  # arena2+mmap256 set in-process by _launch.py via mallopt()

@@ -17,7 +17,9 @@ default (glibc malloc), arena2 (MALLOC_ARENA_MAX=2), mmap256 (MALLOC_MMAP_THRESH
 also turns off glibc's dynamic threshold), mallopt (arena2+mmap256 set in-process with mallopt()
 before any thread starts, see _launch.py), jemalloc (LD_PRELOAD libjemalloc2, skipped when not
 installed), trim (benchmarks/_launch.py calls malloc_trim(0) every 5 s), vcN (libvips threads per
-image), wN (worker threads), and '+' combinations such as arena2+trim.
+image), wN (worker threads), nomem (no in-memory tiers: --memory-cache-size 0 and
+--resized-cache-size 0, so what grows is the allocator, not caches filling up to their bounds),
+and '+' combinations such as arena2+trim.
 """
 
 from __future__ import annotations
