@@ -51,11 +51,17 @@ def libvips_threads(workers: int, cpus: int | None = None) -> int:
     return max(1, (cpus or os.cpu_count() or 1) // max(1, workers))
 
 
+def set_libvips_threads(workers: int) -> None:
+    """libvips threads per pipeline for this worker count, unless the operator set VIPS_CONCURRENCY."""
+    if not os.environ.get("VIPS_CONCURRENCY"):
+        pyvips.concurrency_set(libvips_threads(workers))
+
+
 def configure_libvips(workers: int | None = None) -> None:
     """Process-wide libvips settings: no operation cache, only the loaders we trust, and (given
-    the worker count, unless the operator set VIPS_CONCURRENCY) the threads per pipeline."""
-    if workers is not None and not os.environ.get("VIPS_CONCURRENCY"):
-        pyvips.concurrency_set(libvips_threads(workers))
+    the worker count) the threads per pipeline."""
+    if workers is not None:
+        set_libvips_threads(workers)
     pyvips.cache_set_max(0)
     pyvips.cache_set_max_mem(0)
     pyvips.operation_block_set("VipsForeignLoad", True)
@@ -403,9 +409,16 @@ class ResizedMemo:
             self.hits += 1
             return found[0]
 
+    @staticmethod
+    def _size(img: pyvips.Image) -> int:
+        return img.width * img.height * img.bands * _SAMPLE_BYTES.get(img.format, 8)
+
+    def would_keep(self, img: pyvips.Image) -> bool:
+        return self._size(img) <= self.max_bytes // 4  # one image may not crowd out the rest
+
     def put(self, key: tuple[str, int], img: pyvips.Image) -> None:
-        size = img.width * img.height * img.bands * _SAMPLE_BYTES.get(img.format, 8)
-        if size > self.max_bytes // 4:  # one image may not crowd out the rest
+        size = self._size(img)
+        if not self.would_keep(img):
             return
         with self._lock:
             old = self._images.pop(key, None)
@@ -428,8 +441,9 @@ def _resized(job: Job, memo: ResizedMemo | None, source_id: str | None) -> pyvip
             # on it, never on the shared one (whose other users have other deadlines).
             return shared.copy()
     img = _to_srgb8(_load(job))
-    if key is None:
-        return img
+    if key is None or not memo.would_keep(img):  # type: ignore[union-attr]
+        return img  # streamed: decoded, resized and encoded in one pass, as without a memo
+    _check_encode_budget(img, job)  # before decoding it all, not after
     _watch(img, job.deadline)
     shared = img.copy_memory()  # decode + resize now (killable), then encode from memory
     memo.put(key, shared)  # type: ignore[union-attr]

@@ -91,15 +91,15 @@ def test_libvips_threads_share_the_cores_among_workers(workers, cpus, threads):
     assert transform.libvips_threads(workers, cpus) == threads
 
 
-def test_configure_libvips_sets_threads_unless_the_operator_did(monkeypatch):
+def test_libvips_threads_are_set_unless_the_operator_did(monkeypatch):
     before = pyvips.concurrency_get()
     try:
         monkeypatch.delenv("VIPS_CONCURRENCY", raising=False)
-        transform.configure_libvips(workers=10_000)
+        transform.set_libvips_threads(10_000)
         assert pyvips.concurrency_get() == 1
         monkeypatch.setenv("VIPS_CONCURRENCY", "3")
         pyvips.concurrency_set(2)
-        transform.configure_libvips(workers=10_000)
+        transform.set_libvips_threads(10_000)
         assert pyvips.concurrency_get() == 2  # left as the operator's variable made it
     finally:
         pyvips.concurrency_set(before)
@@ -161,3 +161,24 @@ def test_source_id_names_exact_bytes_only():
     strong = Original(b"abc", "image/jpeg", None, "ZXRhZw")
     assert _source_id(req, strong) != _source_id(req, Original(b"abcd", "image/jpeg", None, "ZXRhZw"))
     assert _source_id(req, Original(b"abc", "image/jpeg", None, "ZXRhZw", weak_etag=True)) is None
+
+
+def test_resized_memo_never_decodes_a_huge_canvas_up_front():
+    """Regression (fuzzer case): a 42-byte PNG whose header claims a tall canvas. Without the
+    memo the encode budget refuses it at once (original served); the memo must not first
+    decode it all into memory (that took 44 s and ended in a 504)."""
+    import struct
+    import time
+    import zlib
+
+    def chunk(t: bytes, d: bytes) -> bytes:
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100, 2_000_000, 8, 2, 0, 0, 0)) \
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 301)) + chunk(b"IEND", b"")
+    memo = transform.ResizedMemo(64 << 20)
+    t0 = time.monotonic()
+    r = transform.process(png, "image/avif", False, 640, 75, 268_402_689, t0 + 60, memo=memo, source_id="tall")
+    assert r.kind == "fallback" and r.body == png
+    assert time.monotonic() - t0 < 5
+    assert memo.bytes == 0

@@ -250,8 +250,9 @@ def test_time_spent_queued_does_not_count_against_the_transform(make_server, lim
     limit = max(1.0, 2 * one)
     n = min(8, math.ceil(2 * limit / one) + 1)
     qualities = [40, 50, 60, 70, 75, 80, 90, 95][:n]  # n distinct variants of the same work
+    # --resized-cache-size 0: otherwise the variants share one decode and the later ones are quick.
     srv = make_server({"qualities": qualities}, "--local-root", str(lim_root), "--workers", "1",
-                      "--queue", str(n - 1), "--transform-timeout", f"{limit:.2f}")
+                      "--queue", str(n - 1), "--transform-timeout", f"{limit:.2f}", "--resized-cache-size", "0")
     with concurrent.futures.ThreadPoolExecutor(n) as ex:
         futs = [ex.submit(get, client, srv, "/slow-grey.tif", 640, q, "*/*") for q in qualities]
         results = [f.result() for f in futs]
