@@ -77,7 +77,7 @@ OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ("cache-dir", str, "folder of the disk cache (default .imgopt-cache)"),
     ("cache-size", _size, "disk cache bound in bytes, K/M/G suffixes allowed (default 1G; 0 = no cache)"),
     ("memory-cache-size", _size, "hot cache entries kept in memory, in bytes (default 64M; 0 = none)"),
-    ("resized-cache-size", _size, "recently resized originals kept in memory for their other formats, in bytes (default 64M; 0 = none)"),
+    ("resized-cache-size", _size, "recently resized originals kept in memory for their other formats, in bytes (default 128M; 0 = none)"),
     ("cache", _cache_backend, "disk (default), or a redis://host:port/db URL: one cache shared by all replicas"),
     ("cache-tier", _cache_tier, "with a Redis --cache: disk keeps a local first tier in --cache-dir, none (default) does not"),
     ("redis-timeout", _seconds, "seconds allowed for each Redis connect, read or write before the cache is skipped (default 0.25)"),

@@ -216,7 +216,7 @@ class Settings:
     cache: str = "disk"  # 'disk', or a redis:// / rediss:// / unix:// URL shared by replicas
     cache_tier: str = "none"  # with Redis: 'disk' keeps --cache-dir as a local first tier
     memory_cache_size: int = 64 << 20  # hot entries kept in process memory (0 = none)
-    resized_cache_size: int = 64 << 20  # recent resized originals, shared by the formats (0 = none)
+    resized_cache_size: int = 128 << 20  # recent resized originals, shared by the formats (0 = none)
     redis_timeout: float = 0.25  # seconds per Redis socket operation (connect, read, write)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     queue: int | None = None  # None: 4 × workers
