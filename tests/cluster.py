@@ -20,7 +20,7 @@ import httpx
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import PROFILE_C, ImgoptServer, free_port
+from conftest import PROFILE_C, ImgoptServer, free_port, nginx_conf
 
 
 def need_tool(name: str, package: str, *fallbacks: str) -> str:
@@ -97,23 +97,9 @@ class Nginx:
         tmp.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (tmp / d).mkdir(exist_ok=True)
         servers = "\n".join(f"    server 127.0.0.1:{p} max_fails=1 fail_timeout=10s;" for p in ports)
-        user = "user root;\n" if os.geteuid() == 0 else ""  # workers must reach the temp folders
         self.conf = tmp / "nginx.conf"
-        self.conf.write_text(f"""{user}worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-  access_log {tmp}/access.log;
-  client_body_temp_path {tmp}/client_body;
-  proxy_temp_path {tmp}/proxy;
-  fastcgi_temp_path {tmp}/fastcgi;
-  uwsgi_temp_path {tmp}/uwsgi;
-  scgi_temp_path {tmp}/scgi;
-  upstream imgopt {{
+        self.conf.write_text(nginx_conf(tmp, f"""  upstream imgopt {{
 {servers}
     keepalive 32;
   }}
@@ -129,9 +115,7 @@ http {{
       proxy_next_upstream error timeout;
       proxy_next_upstream_tries 3;
     }}
-  }}
-}}
-""")
+  }}"""))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "Nginx":

@@ -28,6 +28,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def nginx_conf(tmp: Path, http_body: str, worker_connections: int = 1024) -> str:
+    """A test nginx.conf: pid, logs and temp folders under ``tmp`` (created), then ``http_body``
+    (upstreams and servers) inside the http block. Used by the cluster and the browser tests."""
+    for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (tmp / d).mkdir(parents=True, exist_ok=True)
+    user = "user root;\n" if os.geteuid() == 0 else ""  # workers must reach the temp folders
+    return f"""{user}worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections {worker_connections}; }}
+http {{
+  access_log {tmp}/access.log;
+  client_body_temp_path {tmp}/client_body;
+  proxy_temp_path {tmp}/proxy;
+  fastcgi_temp_path {tmp}/fastcgi;
+  uwsgi_temp_path {tmp}/uwsgi;
+  scgi_temp_path {tmp}/scgi;
+{http_body}
+}}
+"""
+
+
 class ImgoptServer:
     """`python -m imgopt serve` in a subprocess, on a free port of 127.0.0.1."""
 

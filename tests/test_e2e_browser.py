@@ -43,7 +43,7 @@ from urllib.parse import parse_qs, unquote, urljoin, urlsplit
 import httpx
 import pytest
 
-from conftest import ROOT, ImgoptServer, free_port
+from conftest import ROOT, ImgoptServer, free_port, nginx_conf
 from origin import Origin
 
 SITE = ROOT / "tests" / "e2e" / "site"
@@ -195,19 +195,7 @@ class StaticServer:
         self.httpd.server_close()
 
 
-NGINX_CONF = """\
-{user}worker_processes 1;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 512; }}
-http {{
-  access_log {tmp}/access.log;
-  client_body_temp_path {tmp}/client_body;
-  proxy_temp_path {tmp}/proxy;
-  fastcgi_temp_path {tmp}/fastcgi;
-  uwsgi_temp_path {tmp}/uwsgi;
-  scgi_temp_path {tmp}/scgi;
-
+NGINX_HTTP = """\
   upstream imgopt {{ server 127.0.0.1:{imgopt_port}; keepalive 16; }}
   upstream nextjs {{ server 127.0.0.1:{next_port}; keepalive 16; }}
 
@@ -232,9 +220,7 @@ http {{
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto $scheme;
     }}
-  }}
-}}
-"""
+  }}"""
 
 
 # -- the site: node modules, images, builds ----------------------------------------------------
@@ -357,9 +343,8 @@ def dropin_stack(site_deps: Path, remote_origin: Origin, tmp_path_factory: pytes
         ngx.mkdir()
         port = free_port()
         conf = ngx / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(
-            user="user root;\n" if os.geteuid() == 0 else "", tmp=ngx, port=port,
-            imgopt_port=imgopt.port, next_port=next_port))
+        conf.write_text(nginx_conf(ngx, NGINX_HTTP.format(port=port, imgopt_port=imgopt.port, next_port=next_port),
+                                   worker_connections=512))
         proxy = Proc([nginx, "-p", f"{ngx}/", "-e", str(ngx / "error.log"), "-c", str(conf), "-g", "daemon off;"],
                      ngx / "stdout.log", cwd=ngx)
         started.append(proxy)
