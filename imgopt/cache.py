@@ -13,7 +13,6 @@ plus the ``Coordinator`` that decides which replica produces a missing entry.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 import json
 import struct
 import time
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable, Protocol
 import diskcache
 
 from . import metrics
+from .lru import BytesLRU
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -161,7 +161,7 @@ def get_max_age(cache_control: str | None) -> int:
 # -- tiers and cross-replica work ------------------------------------------------------------
 
 
-class MemoryTier:
+class MemoryTier(BytesLRU[str, Entry]):
     """Hot entries in process memory, bounded by bytes, least recently used evicted.
 
     Looked up on the event loop before the store (a dict access: no thread hop, no sqlite
@@ -169,34 +169,16 @@ class MemoryTier:
     keep their own expiry, so staleness is decided exactly as for the store.
     """
 
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self._entries: OrderedDict[str, Entry] = OrderedDict()
+    max_share = 8
+
+    def size_of(self, entry: Entry) -> int:
+        return len(entry.body)
 
     def get(self, key: str) -> Entry | None:
-        entry = self._entries.get(key)
+        entry = super().get(key)
         if entry is not None:
-            self._entries.move_to_end(key)
             metrics.CACHE_LOOKUPS.labels("memory", "stale" if entry.is_stale() else "hit").inc()
         return entry
-
-    def put(self, key: str, entry: Entry) -> None:
-        size = len(entry.body)
-        if size > self.max_bytes // 8:  # one entry may not crowd out the rest
-            self.discard(key)
-            return
-        self.discard(key)
-        self._entries[key] = entry
-        self.bytes += size
-        while self.bytes > self.max_bytes and self._entries:
-            _k, old = self._entries.popitem(last=False)
-            self.bytes -= len(old.body)
-
-    def discard(self, key: str) -> None:
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self.bytes -= len(old.body)
 
 
 class MeteredStore:

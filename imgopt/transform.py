@@ -21,7 +21,6 @@ import os
 import struct
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,6 +28,7 @@ import pyvips
 
 from .errors import NOT_AN_IMAGE, TYPE_NOT_ALLOWED, ImageError
 from .extensions import NONE as NO_EXTRAS
+from .lru import BytesLRU
 from .extensions import AutoQuality, Extras
 
 VIPS_MAX_COORD = 10_000_000
@@ -382,7 +382,7 @@ def _check_encode_budget(img: pyvips.Image, job: Job) -> None:
 _SAMPLE_BYTES = {"uchar": 1, "char": 1, "ushort": 2, "short": 2, "uint": 4, "int": 4, "float": 4}
 
 
-class ResizedMemo:
+class ResizedMemo(BytesLRU[tuple[str, int], pyvips.Image]):
     """Recently resized originals (8-bit sRGB pixels in memory), bounded by bytes, LRU.
 
     One original at one width is wanted in several formats (AVIF, WebP, the original type): a
@@ -394,43 +394,28 @@ class ResizedMemo:
     reused 37 resizes, 128 MB (the default) 59.
     """
 
+    max_share = 4
+
     def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.bytes = 0
+        super().__init__(max_bytes)
         self.hits = self.misses = 0
         self._lock = threading.Lock()
-        self._images: OrderedDict[tuple[str, int], tuple[pyvips.Image, int]] = OrderedDict()
+
+    def size_of(self, img: pyvips.Image) -> int:
+        return img.width * img.height * img.bands * _SAMPLE_BYTES.get(img.format, 8)
 
     def get(self, key: tuple[str, int]) -> pyvips.Image | None:
         with self._lock:
-            found = self._images.get(key)
-            if found is None:
+            img = super().get(key)
+            if img is None:
                 self.misses += 1
-                return None
-            self._images.move_to_end(key)
-            self.hits += 1
-            return found[0]
-
-    @staticmethod
-    def _size(img: pyvips.Image) -> int:
-        return img.width * img.height * img.bands * _SAMPLE_BYTES.get(img.format, 8)
-
-    def would_keep(self, img: pyvips.Image) -> bool:
-        return self._size(img) <= self.max_bytes // 4  # one image may not crowd out the rest
+            else:
+                self.hits += 1
+            return img
 
     def put(self, key: tuple[str, int], img: pyvips.Image) -> None:
-        size = self._size(img)
-        if not self.would_keep(img):
-            return
         with self._lock:
-            old = self._images.pop(key, None)
-            if old is not None:
-                self.bytes -= old[1]
-            self._images[key] = (img, size)
-            self.bytes += size
-            while self.bytes > self.max_bytes and self._images:
-                _k, (_img, n) = self._images.popitem(last=False)
-                self.bytes -= n
+            super().put(key, img)
 
 
 def _resized(job: Job, memo: ResizedMemo | None, source_id: str | None) -> pyvips.Image:
@@ -443,7 +428,7 @@ def _resized(job: Job, memo: ResizedMemo | None, source_id: str | None) -> pyvip
             # on it, never on the shared one (whose other users have other deadlines).
             return shared.copy()
     img = _to_srgb8(_load(job))
-    if key is None or not memo.would_keep(img):  # type: ignore[union-attr]
+    if key is None or not memo.fits(img):  # type: ignore[union-attr]
         return img  # streamed: decoded, resized and encoded in one pass, as without a memo
     _check_encode_budget(img, job)  # before decoding it all, not after
     _watch(img, job.deadline)
