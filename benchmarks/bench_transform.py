@@ -2,7 +2,7 @@
 
 Each benchmark call transforms the whole photo set (PNG output: the PNG sources) once at q=75:
 
-* ``raw-next``: ``pyvips.Image.thumbnail_buffer(buf, w, size="down")`` + save with the settings
+* ``raw-next``: ``pyvips.Image.thumbnail_buffer(buf, w, height=10_000_000, size="down")`` + save with the settings
   Next.js 16 passes to sharp (_common.NEXT_ENCODERS). No imgopt code at all.
 * ``imgopt-next``: ``imgopt.transform.process`` (type detection, animation check, header pixel
   check, shrink-on-load thumbnail, sRGB, deadline watch, encode) with ENCODERS temporarily set to
