@@ -10,7 +10,10 @@ through), widths from 64 to 1920 and webp / avif / jpeg-or-original.
 After every 10 % of the requests the client drains (no request in flight), waits 0.5 s and
 samples the RSS of the server process tree. Reported: RSS after 500 (10 %) and after 5,000
 (100 %) requests, growth = rss_5000 / rss_500 - 1 (issue #5 target: < 10 %), the whole curve,
-the peak RSS, errors, and wall time.
+the peak RSS, errors, and wall time. With each RSS sample, the bytes the bounded in-process caches
+hold (``imgopt_memory_bytes`` on /metrics: hot responses, resized pixels) are read too, and
+growth_net_of_caches = (rss - caches) at 5,000 / (rss - caches) at 500 - 1 is what grows besides
+the caches filling up to the bounds they were given (allocator creep or a leak).
 
 Variants (BENCH_MEM_VARIANTS, comma separated, default "default,jemalloc,mallopt"):
 default (glibc malloc), arena2 (MALLOC_ARENA_MAX=2), mmap256 (MALLOC_MMAP_THRESHOLD_=256 KiB, which
@@ -27,7 +30,9 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import time
+import urllib.request
 
 import pytest
 
@@ -57,6 +62,13 @@ def sequence(n: int, miss: float, names: list[str], seed: int = 5):
     return seq
 
 
+def cache_mb(url: str) -> float:
+    """MB held by the server's bounded in-process caches (imgopt_memory_bytes on /metrics)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return round(sum(float(v) for v in re.findall(r'^imgopt_memory_bytes\{[^}]*\} (\S+)$', text, re.M)) / 2**20, 1)
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_rss_growth(benchmark, smoke, origin, variant):
     if smoke and variant != VARIANTS[0] and "BENCH_MEM_VARIANTS" not in os.environ:
@@ -73,6 +85,7 @@ def test_rss_growth(benchmark, smoke, origin, variant):
     def run():
         with C.Server(origin.port, variant) as srv:
             curve = [(0, round(C.rss_mb(srv.pid), 1))]
+            caches = [cache_mb(srv.url)]
             errors, kinds, peak = 0, set(), 0.0
             t0 = time.perf_counter()
             win = C.CpuWindow({"server": srv.pid, "origin": origin.pid})
@@ -94,13 +107,19 @@ def test_rss_growth(benchmark, smoke, origin, variant):
                 kinds |= {r.err for r in bad}
                 time.sleep(0.5)
                 curve.append((start + len(chunk), round(C.rss_mb(srv.pid), 1)))
+                caches.append(cache_mb(srv.url))
             cpu = win.stop()
             wall = time.perf_counter() - t0
         first = curve[1][1]
         last = curve[-1][1]
+        # RSS less what the bounded in-process caches hold: what grows besides caches filling up
+        # to their configured bounds (allocator creep, leaks)
+        net_first, net_last = first - caches[1], last - caches[-1]
         result.update({"kind": "memory", "variant": variant, "requests": total, "miss_fraction": miss,
                        "concurrency": CONC, "rss_first_mb": first, "rss_first_at": curve[1][0], "rss_last_mb": last,
                        "rss_last_at": curve[-1][0], "growth": round(last / first - 1, 4),
+                       "caches_mb": caches, "net_first_mb": round(net_first, 1), "net_last_mb": round(net_last, 1),
+                       "growth_net_of_caches": round(net_last / net_first - 1, 4),
                        "peak_rss_mb": round(max(peak, max(v for _, v in curve)), 1), "idle_rss_mb": curve[0][1],
                        "curve": curve, "errors": errors, "error_kinds": sorted(kinds)[:5], "wall_s": round(wall, 1),
                        "server_cpu_s": cpu["server_cpu_s"], "foreign_cores": cpu["foreign_cores"]})

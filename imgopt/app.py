@@ -117,6 +117,7 @@ def create_app(settings: Settings) -> Starlette:
     configure_libvips(settings.workers)
     service = ImageService(settings)
     metrics.bind_pool(service.pool)
+    metrics.bind_memory({"responses": service.memory, "resized": service.resized})
     metrics.configure_access_log()
     requests = RequestMemo(settings.images)
 

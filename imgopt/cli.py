@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import logging
 import os
 import re
@@ -12,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from . import malloc
 from .config import ConfigError, ImagesConfig, Settings, load_images_config, parse_images_config
 from .nextconfig import load_next_config
 
@@ -158,28 +158,8 @@ def settings_from(values: dict[str, Any]) -> Settings:
     return Settings(**kw)
 
 
-def tune_malloc() -> None:
-    """Fewer glibc arenas and a fixed mmap threshold, before any thread starts.
-
-    libvips on glibc malloc grows RSS request after request (fragmentation over per-thread
-    arenas). Measured by benchmarks/bench_memory.py (1,000 mixed requests): peak RSS 807 MB with
-    glibc's defaults, 268 MB with these two settings, at no CPU cost. Skipped when the operator
-    set MALLOC_* variables or preloads another allocator (jemalloc in the Docker image).
-    """
-    if not sys.platform.startswith("linux") or "LD_PRELOAD" in os.environ:
-        return
-    if any(k.startswith("MALLOC_") for k in os.environ):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-8, 2)  # M_ARENA_MAX
-        libc.mallopt(-3, 256 * 1024)  # M_MMAP_THRESHOLD: large buffers go back to the OS
-    except (OSError, AttributeError):
-        pass
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    tune_malloc()
+    malloc.tune()
     args = build_parser().parse_args(argv)
     try:
         values = resolve_options(args, dict(os.environ))

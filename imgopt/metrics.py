@@ -5,7 +5,7 @@ platform and GC collectors come along). The rest of the code hooks in with one-l
 ``ObserveMiddleware`` counts requests, latency and bytes out and writes the access log;
 ``tracked_fetch`` counts upstream errors by kind and bytes in; ``timed_transform`` times the
 transform by output format; ``bind_pool`` exposes the worker pool's queue depth and in-flight
-work; the cache stores count lookups by tier.
+work, ``bind_memory`` the bytes the in-process caches hold; the cache stores count lookups by tier.
 """
 
 from __future__ import annotations
@@ -56,6 +56,11 @@ POOL_ADMITTED = Gauge("imgopt_pool_admitted", "Misses in progress: running or qu
 POOL_RUNNING = Gauge("imgopt_pool_running", "Transforms running on a worker thread now (in flight)")
 POOL_QUEUED = Gauge("imgopt_pool_queue_depth", "Misses admitted but not on a worker thread (fetching or waiting)")
 POOL_CAPACITY = Gauge("imgopt_pool_capacity", "Workers plus queue places; more concurrent misses get 503")
+POOL_IDLE_RUNS = Gauge("imgopt_pool_idle_releases", "Times the workers had been idle for 0.2 s and freed memory "
+                       "was given back to the system (glibc malloc_trim)")
+MEMORY_BYTES = Gauge("imgopt_memory_bytes", "Bytes held by the bounded in-process caches, by cache (responses: the "
+                     "hot-entry tier, --memory-cache-size; resized: resized pixels, --resized-cache-size)", ["cache"])
+MEMORY_LIMIT = Gauge("imgopt_memory_limit_bytes", "The bound of each in-process cache", ["cache"])
 
 
 def exposition() -> tuple[bytes, str]:
@@ -69,6 +74,14 @@ def bind_pool(pool: Any) -> None:
     POOL_RUNNING.set_function(lambda: pool.running)
     POOL_QUEUED.set_function(lambda: max(0, pool.admitted - pool.running))
     POOL_CAPACITY.set_function(lambda: pool.capacity)
+    POOL_IDLE_RUNS.set_function(lambda: pool.idle_runs)
+
+
+def bind_memory(caches: dict[str, Any]) -> None:
+    """Read the bytes held by each bounded in-process cache (an lru.BytesLRU) at scrape time."""
+    for name, lru in caches.items():
+        MEMORY_BYTES.labels(name).set_function(lambda lru=lru: lru.bytes)
+        MEMORY_LIMIT.labels(name).set_function(lambda lru=lru: lru.max_bytes)
 
 
 def short_format(mime: str) -> str:

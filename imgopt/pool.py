@@ -2,13 +2,16 @@
 
 ``WorkerPool.admit()`` reserves one of ``workers + queue`` places for a whole miss (fetch and
 transform); when none is free it raises a 503 with Retry-After instead of growing a queue.
-``SingleFlight`` makes concurrent requests for one cache key share one piece of work.
+``SingleFlight`` makes concurrent requests for one cache key share one piece of work. An
+``on_idle`` hook runs on a worker once no job has run for ``idle_delay`` seconds (imgopt gives
+freed memory back to the system there, imgopt/malloc.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Awaitable, Callable, Generic, TypeVar
@@ -23,12 +26,19 @@ DEADLINE = object()
 
 
 class WorkerPool:
-    def __init__(self, workers: int, queue: int) -> None:
+    def __init__(self, workers: int, queue: int, on_idle: Callable[[], object] | None = None,
+                 idle_delay: float = 0.2) -> None:
         self.workers = max(1, workers)
         self.capacity = self.workers + max(0, queue)
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="imgopt-vips")
         self.admitted = 0  # misses in progress: running or waiting for a worker
         self.running = 0  # jobs on a worker thread now
+        self.started = 0  # jobs a worker has picked up, ever
+        self.idle_runs = 0  # times on_idle ran
+        self._on_idle = on_idle
+        self._idle_delay = idle_delay
+        self._lock = threading.Lock()  # running/started change on the worker threads
+        self._closed = False
 
     @contextlib.asynccontextmanager
     async def admit(self) -> AsyncIterator[None]:
@@ -54,7 +64,9 @@ class WorkerPool:
         started = loop.create_future()
 
         def call() -> T:
-            self.running += 1
+            with self._lock:
+                self.running += 1
+                self.started += 1
             _call_soon(loop, lambda: started.done() or started.set_result(None))
             try:
                 if timeout is None:
@@ -62,7 +74,11 @@ class WorkerPool:
                 deadline = time.monotonic() + timeout
                 return fn(*(deadline if a is DEADLINE else a for a in args))
             finally:
-                self.running -= 1
+                with self._lock:
+                    self.running -= 1
+                    idle, mark = self.running == 0, self.started
+                if idle and self._on_idle is not None:
+                    _call_soon(loop, lambda: loop.call_later(self._idle_delay, self._idle_check, mark))
 
         cf = self._executor.submit(call)
         fut = asyncio.wrap_future(cf)
@@ -89,7 +105,24 @@ class WorkerPool:
     def _release_abandoned(self) -> None:
         self.admitted -= 1
 
+    def _idle_check(self, mark: int) -> None:
+        """On the event loop, idle_delay after the workers went idle: when no job has started
+        since, run on_idle on a worker (off the loop; a job arriving meanwhile waits at most
+        for that one call, as the other workers are free)."""
+        with self._lock:
+            still_idle = self.running == 0 and self.started == mark
+        if still_idle and not self._closed:
+            try:
+                self._executor.submit(self._run_idle)
+            except RuntimeError:  # shut down meanwhile
+                pass
+
+    def _run_idle(self) -> None:
+        self.idle_runs += 1
+        self._on_idle()  # type: ignore[misc]
+
     def shutdown(self) -> None:
+        self._closed = True
         self._executor.shutdown(wait=True, cancel_futures=False)
 
 

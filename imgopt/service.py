@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from . import extensions, metrics, transform
+from . import extensions, malloc, metrics, transform
 from .cache import Entry, MemoryTier, cache_key, get_max_age, open_cache
 from .config import Settings
 from .errors import ImageError
@@ -37,7 +37,7 @@ def quoted(tag: str) -> str:
 class ImageService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.pool = WorkerPool(settings.workers, settings.queue_limit)
+        self.pool = WorkerPool(settings.workers, settings.queue_limit, on_idle=malloc.idle_trimmer())
         self.fetcher = Fetcher(settings)
         # The store (disk, Redis, or both) and who produces a missing entry (here, or a replica).
         self.store, self.coordinator = open_cache(settings)

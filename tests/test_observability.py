@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import time
@@ -10,6 +11,7 @@ import uuid
 import httpx
 
 from cluster import sample_sum, scrape
+from conftest import PROFILE_C
 from imgopt.errors import NOT_ALLOWED, UPSTREAM_INVALID, UPSTREAM_TIMEOUT, ImageError
 from imgopt.metrics import short_format, upstream_error_kind
 
@@ -86,3 +88,26 @@ def test_upstream_error_kinds_and_format_labels():
     assert upstream_error_kind(ImageError(502, UPSTREAM_INVALID)) == "bad_response"
     assert [short_format(m) for m in ("image/webp", "image/svg+xml", "image/avif", "bogus")] == [
         "webp", "svg", "avif", "other"]
+
+
+def test_metrics_show_the_bytes_the_in_process_caches_hold(make_server, origin):
+    """imgopt_memory_bytes: what the hot-response tier and the resized-pixels memo hold now, so an
+    operator can tell bounded cache memory from anything else in the RSS."""
+    from PIL import Image
+
+    srv = make_server(PROFILE_C, "--memory-cache-size", "1M", "--resized-cache-size", "4M")
+    empty = scrape(srv.url)
+    assert sample_sum(empty, "imgopt_memory_bytes", cache="responses") == 0
+    assert sample_sum(empty, "imgopt_memory_bytes", cache="resized") == 0
+    assert sample_sum(empty, "imgopt_memory_limit_bytes", cache="responses") == 1024 * 1024
+    assert sample_sum(empty, "imgopt_memory_limit_bytes", cache="resized") == 4 * 1024 * 1024
+    url = f"{origin.base_url}/test.png?m={uuid.uuid4().hex}"
+    webp = srv.get(url, 399, 75, accept="image/webp")
+    avif = srv.get(url, 399, 75, accept="image/avif")
+    assert webp.headers["content-type"] == "image/webp" and avif.headers["content-type"] == "image/avif"
+    after = scrape(srv.url)
+    assert sample_sum(after, "imgopt_memory_bytes", cache="responses") == len(webp.content) + len(avif.content)
+    w, h = Image.open(io.BytesIO(webp.content)).size
+    bands = 4 if Image.open(io.BytesIO(webp.content)).mode in ("RGBA", "LA") else 3
+    # one resize shared by both formats: 8-bit pixels, held once
+    assert sample_sum(after, "imgopt_memory_bytes", cache="resized") == w * h * bands

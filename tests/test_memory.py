@@ -1,0 +1,120 @@
+"""Issue #5, memory: freed memory goes back to the system when the workers go idle
+(imgopt/malloc.py, WorkerPool's on_idle hook), and the hook never runs under load."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+
+import pytest
+
+from cluster import sample_sum, scrape
+from conftest import PROFILE_C
+from imgopt import malloc
+from imgopt.pool import WorkerPool
+
+glibc_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc_trim: Linux only")
+
+
+def test_idle_hook_runs_once_on_a_worker_after_the_jobs_end():
+    calls: list[str] = []
+
+    async def main() -> None:
+        pool = WorkerPool(2, 2, on_idle=lambda: calls.append(threading.current_thread().name), idle_delay=0.05)
+        await asyncio.gather(*(pool.run(time.sleep, 0.02) for _ in range(4)))
+        assert calls == []  # not before idle_delay has passed
+        await asyncio.sleep(0.3)
+        assert len(calls) == 1 and calls[0].startswith("imgopt-vips")
+        assert pool.idle_runs == 1
+        await asyncio.sleep(0.2)
+        assert len(calls) == 1  # once per idle period, not a timer
+        await pool.run(time.sleep, 0.01)
+        await asyncio.sleep(0.3)
+        assert len(calls) == 2
+        pool.shutdown()
+
+    asyncio.run(main())
+
+
+def test_idle_hook_does_not_run_while_jobs_keep_arriving():
+    calls: list[float] = []
+
+    async def main() -> None:
+        pool = WorkerPool(1, 4, on_idle=lambda: calls.append(time.monotonic()), idle_delay=0.15)
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:  # gaps of ~0.05 s between jobs: idle, but never for 0.15 s
+            await pool.run(time.sleep, 0.01)
+            await asyncio.sleep(0.05)
+        assert calls == []
+        await asyncio.sleep(0.4)
+        assert len(calls) == 1 and calls[0] >= end
+        pool.shutdown()
+
+    asyncio.run(main())
+
+
+def test_no_idle_hook_no_calls():
+    async def main() -> None:
+        pool = WorkerPool(1, 1, idle_delay=0.01)
+        await pool.run(time.sleep, 0.01)
+        await asyncio.sleep(0.1)
+        assert pool.idle_runs == 0
+        pool.shutdown()
+
+    asyncio.run(main())
+
+
+@glibc_only
+def test_idle_trimmer_gives_freed_heap_memory_back():
+    """Many small blocks freed below one that stays: glibc keeps the pages (the heap top cannot
+    shrink), malloc_trim(0) gives them back. In a fresh process with imgopt's malloc settings."""
+    code = textwrap.dedent("""
+        import ctypes
+        from imgopt import malloc
+        malloc.tune()
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc.restype = ctypes.c_void_p
+        libc.free.argtypes = [ctypes.c_void_p]
+        def rss():
+            return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+        blocks = [libc.malloc(1024) for _ in range(150_000)]
+        for b in blocks:
+            ctypes.memset(b, 1, 1024)
+        pin = libc.malloc(1024)
+        for b in blocks:
+            libc.free(b)
+        before = rss()
+        trim = malloc.idle_trimmer()
+        assert trim is not None
+        trim()
+        print(before, rss())
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    before, after = map(float, out.split())
+    assert before - after > 100, (before, after)  # ~150 MB were freed
+
+
+def test_idle_trimmer_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("IMGOPT_MALLOC_TRIM", "0")
+    assert malloc.idle_trimmer() is None
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so.2")
+    monkeypatch.delenv("IMGOPT_MALLOC_TRIM")
+    assert malloc.idle_trimmer() is None  # another allocator: glibc's trim would do nothing
+
+
+@glibc_only
+def test_server_releases_memory_after_a_transform_and_says_so(make_server, origin):
+    srv = make_server(PROFILE_C)
+    off = make_server(PROFILE_C, env={"IMGOPT_MALLOC_TRIM": "0"})
+    for s in (srv, off):
+        assert sample_sum(scrape(s.url), "imgopt_pool_idle_releases") == 0
+        r = s.get(f"{origin.base_url}/large.jpg?m={uuid.uuid4().hex}", 1080, 75, accept="image/webp")
+        assert r.status_code == 200 and r.headers["x-nextjs-cache"] == "MISS"
+    time.sleep(0.6)
+    assert sample_sum(scrape(srv.url), "imgopt_pool_idle_releases") == 1
+    assert sample_sum(scrape(off.url), "imgopt_pool_idle_releases") == 0
