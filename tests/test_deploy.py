@@ -120,11 +120,8 @@ def test_final_image_runs_as_non_root_with_env_options(dockerfile):
     env = env_of(final)
     assert env["IMGOPT_HOST"] == "0.0.0.0"
     assert {k for k in env if k.startswith("IMGOPT_")} <= OPTION_ENV
-    assert "libjemalloc2" in apt_packages(final)
-    assert "jemalloc" in env.get("LD_PRELOAD", "") or env.get("MALLOC_ARENA_MAX") == "2"
-    preload = env.get("LD_PRELOAD")
-    if preload:
-        assert any(preload in r for r in stage_values(final, "RUN")), "the preloaded path is created"
+    # imgopt tunes glibc malloc itself (imgopt/malloc.py); MALLOC_* or LD_PRELOAD would turn that off
+    assert not {k for k in env if k.startswith("MALLOC_") or k == "LD_PRELOAD"}
     expose = [int(p.split("/")[0]) for p in " ".join(stage_values(final, "EXPOSE")).split()]
     assert expose == [int(env["IMGOPT_PORT"])]
     assert json.loads(stage_values(final, "ENTRYPOINT")[-1]) + json.loads(stage_values(final, "CMD")[-1]) == [
