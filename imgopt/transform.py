@@ -330,14 +330,15 @@ ENCODERS: dict[str, Callable[[pyvips.Image, int], bytes]] = {
         Q=_matched_quality(q), optimize_coding=True, trellis_quant=True, overshoot_deringing=True,
         optimize_scans=True, quant_table=3, interlace=True, subsample_mode="on", keep="none",
     ),
-    # PNG: palette at quality q like sharp's png({quality}), with quantiser effort 6 and half
-    # Floyd-Steinberg dithering where sharp uses effort 7 and full dithering. Full dithering adds
+    # PNG: palette at quality q like sharp's png({quality}), with quantiser effort 6 and a quarter
+    # of Floyd-Steinberg dithering where sharp uses effort 7 and full dithering. Dithering adds
     # noise that costs bytes and SSIM. Against Next's settings at q=75 (benchmarks/FRONTIER.md,
-    # "PNG"): the corpus PNG photos 0.81-0.99x bytes at SSIM-Y +0.001 to +0.010, grainy synthetic
-    # photos 0.997x (+0.002), synthetic graphics 0.85x (+0.014); encode CPU 0.74-0.88x. Effort 4
-    # with less dithering was 4x cheaper and far smaller on graphics, but up to 11% larger on
-    # grainy photos, so it does not dominate Next's point.
-    PNG: lambda img, q: img.pngsave_buffer(palette=True, Q=q, effort=6, dither=0.5, compression=6, keep="none"),
+    # "PNG"; `python benchmarks/png_palette.py`): ladybird-alpha.png 0.975x bytes at SSIM-Y
+    # +0.002, calla.png 0.37x (+0.027), grainy synthetic photos 0.99x (+0.003), synthetic
+    # graphics 0.50x (+0.045), a smooth gradient 0.38x (+0.059); encode CPU 0.57-0.97x. Dither
+    # 0.5 (imgopt before) was larger with lower SSIM on every set; effort 5 or 4 is cheaper
+    # but up to 1-13% larger than Next's on grainy photos.
+    PNG: lambda img, q: img.pngsave_buffer(palette=True, Q=q, effort=6, dither=0.25, compression=6, keep="none"),
     GIF: lambda img, q: img.gifsave_buffer(keep="none"),
     # Security fix (issue #4): compressed. Uncompressed, a tall flat TIFF of a few hundred KB
     # within the pixel limit (1000x268000) came back as a 268-800 MB buffer per request.
