@@ -4,7 +4,7 @@ giving freed memory back to the system when the workers go idle.
 libvips allocates and frees large pixel buffers on its worker threads; with glibc's defaults the
 freed memory stays in the process (per-thread arenas, a heap top that cannot shrink past a live
 block), so RSS grows with every new peak of concurrent work. Only glibc is touched: with another
-allocator preloaded (jemalloc in the Docker image), or on another platform, this does nothing.
+allocator preloaded (LD_PRELOAD, e.g. jemalloc), or on another platform, this does nothing.
 """
 
 from __future__ import annotations

@@ -38,7 +38,6 @@ class WorkerPool:
         self._on_idle = on_idle
         self._idle_delay = idle_delay
         self._lock = threading.Lock()  # running/started change on the worker threads
-        self._closed = False
 
     @contextlib.asynccontextmanager
     async def admit(self) -> AsyncIterator[None]:
@@ -111,7 +110,7 @@ class WorkerPool:
         for that one call, as the other workers are free)."""
         with self._lock:
             still_idle = self.running == 0 and self.started == mark
-        if still_idle and not self._closed:
+        if still_idle:
             try:
                 self._executor.submit(self._run_idle)
             except RuntimeError:  # shut down meanwhile
@@ -122,7 +121,6 @@ class WorkerPool:
         self._on_idle()  # type: ignore[misc]
 
     def shutdown(self) -> None:
-        self._closed = True
         self._executor.shutdown(wait=True, cancel_futures=False)
 
 
