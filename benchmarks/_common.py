@@ -111,6 +111,19 @@ NEXT_ENCODERS: dict[str, Callable[[pyvips.Image, int], bytes]] = {
 }
 
 
+def negotiated(fmt: str) -> str:
+    """What params.negotiate gives for the loadgen Accept headers: avif/webp, else '' (original type)."""
+    return MIME[fmt] if fmt in ("webp", "avif") else ""
+
+
+def output_mime(img: Img, fmt: str) -> str:
+    """The type imgopt (and Next) answer with for `fmt`'s Accept header: avif/webp, else the
+    source's own type (PNG stays PNG, JPEG and WebP/AVIF sources become JPEG)."""
+    if fmt in ("webp", "avif"):
+        return MIME[fmt]
+    return "image/png" if img.format == "png" else "image/jpeg"
+
+
 def raw_thumbnail(buf: bytes, width: int) -> pyvips.Image:
     """The raw libvips resize: what any libvips-based optimizer has to do at minimum.
 

@@ -30,11 +30,11 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import re
 import time
 import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 import _common as C
 
@@ -65,8 +65,9 @@ def sequence(n: int, miss: float, names: list[str], seed: int = 5):
 def cache_mb(url: str) -> float:
     """MB held by the server's bounded in-process caches (imgopt_memory_bytes on /metrics)."""
     with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
-        text = r.read().decode()
-    return round(sum(float(v) for v in re.findall(r'^imgopt_memory_bytes\{[^}]*\} (\S+)$', text, re.M)) / 2**20, 1)
+        families = text_string_to_metric_families(r.read().decode())
+    held = sum(s.value for f in families for s in f.samples if s.name == "imgopt_memory_bytes")
+    return round(held / 2**20, 1)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -32,17 +32,6 @@ IMPLS = ("raw-next", "imgopt-next", "imgopt-default")
 CASES = [(f, w) for f in FORMATS for w in WIDTHS]
 
 
-def _negotiated(fmt: str) -> str:
-    # what params.negotiate gives for the loadgen Accept headers: avif/webp, else '' (original type)
-    return C.MIME[fmt] if fmt in ("webp", "avif") else ""
-
-
-def _output_mime(img: C.Img, fmt: str) -> str:
-    if fmt in ("webp", "avif"):
-        return C.MIME[fmt]
-    return "image/png" if img.format == "png" else "image/jpeg"
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _libvips():
     T.configure_libvips()
@@ -68,9 +57,9 @@ def test_transform(benchmark, smoke, photos, pngs, fmt, w):
         c0, t0 = time.process_time(), time.perf_counter()
         for im in imgs:
             if impl == "raw-next":
-                body = C.raw_transform(im.data, w, _output_mime(im, fmt), Q, C.NEXT_ENCODERS)
+                body = C.raw_transform(im.data, w, C.output_mime(im, fmt), Q, C.NEXT_ENCODERS)
             else:
-                r = T.process(im.data, _negotiated(fmt), False, w, Q, 268_402_689, time.monotonic() + 60)
+                r = T.process(im.data, C.negotiated(fmt), False, w, Q, 268_402_689, time.monotonic() + 60)
                 if r.kind != "optimized":
                     samples[impl]["errors"] += 1
                 body = r.body

@@ -57,11 +57,10 @@ def _child(mode: str, fmt: str, width: int, images: int) -> None:
     imgs = C.load_corpus(("png",) if fmt == "png" else ("photo",))[:images]
     T.configure_libvips()
     T.ENCODERS.update(C.NEXT_ENCODERS)
-    neg = C.MIME[fmt] if fmt in ("webp", "avif") else ""
+    neg = C.negotiated(fmt)
 
     def raw(im: C.Img) -> bytes:
-        mime = C.MIME[fmt] if fmt in ("webp", "avif") else ("image/png" if im.format == "png" else "image/jpeg")
-        return C.raw_transform(im.data, width, mime, Q, C.NEXT_ENCODERS)
+        return C.raw_transform(im.data, width, C.output_mime(im, fmt), Q, C.NEXT_ENCODERS)
 
     def imgopt(im: C.Img) -> bytes:
         r = T.process(im.data, neg, False, width, Q, 268_402_689, time.monotonic() + 3600)
