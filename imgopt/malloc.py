@@ -1,5 +1,5 @@
-"""glibc malloc settings for a libvips process: fewer arenas, a fixed mmap threshold, and
-giving freed memory back to the system when the workers go idle.
+"""glibc malloc settings for a libvips process: fewer arenas, and giving freed memory back to
+the system when the workers go idle.
 
 libvips allocates and frees large pixel buffers on its worker threads; with glibc's defaults the
 freed memory stays in the process (per-thread arenas, a heap top that cannot shrink past a live
@@ -15,7 +15,6 @@ import sys
 from typing import Callable
 
 _M_ARENA_MAX = -8
-_M_MMAP_THRESHOLD = -3
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -31,17 +30,22 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def tune() -> None:
-    """Fewer glibc arenas and a fixed mmap threshold; call before any thread starts.
+    """Two glibc arenas; call before any thread starts. Skipped when the operator set MALLOC_*
+    variables or preloads another allocator.
 
-    Measured by benchmarks/bench_memory.py (1,000 mixed requests): peak RSS 807 MB with glibc's
-    defaults, 268 MB with these two settings, at no CPU cost. Skipped when the operator set
-    MALLOC_* variables or preloads another allocator.
+    glibc's default of 8 arenas per core lets each libvips worker thread keep its own freed
+    buffers (benchmarks/job_mix.py: peak RSS 776-830 MB, 378-439 MB with 2 arenas).
+    glibc's dynamic mmap threshold is left alone. imgopt used to fix it at 256 KiB, so that every
+    large buffer went back to the system on free; that cost ~5% of a cold transform's CPU in
+    page faults, and ``idle_trimmer`` now gives freed memory back instead. imgopt alone under
+    the shared loadgen, 99 cold transforms: CPU per image at c2 317 -> 302 ms, peak RSS
+    350 -> 420-490 MB; bench_memory's RSS after 5,000 requests unchanged (benchmarks/FRONTIER.md,
+    "The fixed mmap threshold dropped").
     """
     libc = _glibc()
     if libc is None or any(k.startswith("MALLOC_") for k in os.environ):
         return
     libc.mallopt(_M_ARENA_MAX, 2)
-    libc.mallopt(_M_MMAP_THRESHOLD, 256 * 1024)  # large buffers are mmap'd and go back to the OS
 
 
 def idle_trimmer() -> Callable[[], None] | None:
