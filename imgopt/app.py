@@ -118,6 +118,7 @@ def create_app(settings: Settings) -> Starlette:
     service = ImageService(settings)
     metrics.bind_pool(service.pool)
     metrics.bind_memory({"responses": service.memory, "resized": service.resized})
+    metrics.bind_resized(service.resized)
     metrics.configure_access_log()
     requests = RequestMemo(settings.images)
 

@@ -61,6 +61,8 @@ POOL_IDLE_RUNS = Gauge("imgopt_pool_idle_releases", "Times the workers had been 
 MEMORY_BYTES = Gauge("imgopt_memory_bytes", "Bytes held by the bounded in-process caches, by cache (responses: the "
                      "hot-entry tier, --memory-cache-size; resized: resized pixels, --resized-cache-size)", ["cache"])
 MEMORY_LIMIT = Gauge("imgopt_memory_limit_bytes", "The bound of each in-process cache", ["cache"])
+RESIZED_LOOKUPS = Gauge("imgopt_resized_lookups", "Lookups of an original's resized pixels since start (hit: another "
+                        "format of the same original and width was made recently, so no decode and resize)", ["result"])
 
 
 def exposition() -> tuple[bytes, str]:
@@ -82,6 +84,12 @@ def bind_memory(caches: dict[str, Any]) -> None:
     for name, lru in caches.items():
         MEMORY_BYTES.labels(name).set_function(lambda lru=lru: lru.bytes)
         MEMORY_LIMIT.labels(name).set_function(lambda lru=lru: lru.max_bytes)
+
+
+def bind_resized(memo: Any) -> None:
+    """Read the resized-pixels memo's hit and miss counts (a transform.ResizedMemo) at scrape time."""
+    RESIZED_LOOKUPS.labels("hit").set_function(lambda: memo.hits)
+    RESIZED_LOOKUPS.labels("miss").set_function(lambda: memo.misses)
 
 
 def short_format(mime: str) -> str:

@@ -97,6 +97,8 @@ def test_metrics_show_the_bytes_the_in_process_caches_hold(make_server, origin):
 
     srv = make_server(PROFILE_C, "--memory-cache-size", "1M", "--resized-cache-size", "4M")
     empty = scrape(srv.url)
+    assert sample_sum(empty, "imgopt_resized_lookups", result="hit") == 0
+    assert sample_sum(empty, "imgopt_resized_lookups", result="miss") == 0
     assert sample_sum(empty, "imgopt_memory_bytes", cache="responses") == 0
     assert sample_sum(empty, "imgopt_memory_bytes", cache="resized") == 0
     assert sample_sum(empty, "imgopt_memory_limit_bytes", cache="responses") == 1024 * 1024
@@ -111,3 +113,6 @@ def test_metrics_show_the_bytes_the_in_process_caches_hold(make_server, origin):
     bands = 4 if Image.open(io.BytesIO(webp.content)).mode in ("RGBA", "LA") else 3
     # one resize shared by both formats: 8-bit pixels, held once
     assert sample_sum(after, "imgopt_memory_bytes", cache="resized") == w * h * bands
+    # the second format found the first one's resize
+    assert sample_sum(after, "imgopt_resized_lookups", result="miss") == 1
+    assert sample_sum(after, "imgopt_resized_lookups", result="hit") == 1
