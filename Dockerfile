@@ -25,7 +25,7 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
     && python -c "import glob, sys, zipfile; w = glob.glob('/wheels/imgopt-*.whl')[0]; sys.exit(0 if any('_native' in n for n in zipfile.ZipFile(w).namelist()) else 'the C kernels were not built into ' + w)"
 
 FROM ${PYTHON_IMAGE} AS runtime
-# glibc malloc, which imgopt tunes itself (2 arenas, malloc_trim when idle;
+# glibc malloc, which imgopt tunes itself (2 arenas, 4 MiB mmap threshold, malloc_trim when idle;
 # imgopt/malloc.py). No MALLOC_* or LD_PRELOAD here: either makes imgopt leave malloc alone.
 # benchmarks/bench_memory.py measured jemalloc worse (RSS +22% from 500 to 5,000 requests, glibc
 # as tuned +6%).

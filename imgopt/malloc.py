@@ -1,5 +1,5 @@
-"""glibc malloc settings for a libvips process: fewer arenas, and giving freed memory back to
-the system when the workers go idle.
+"""glibc malloc settings for a libvips process: fewer arenas, a fixed mmap threshold, and
+giving freed memory back to the system when the workers go idle.
 
 libvips allocates and frees large pixel buffers on its worker threads; with glibc's defaults the
 freed memory stays in the process (per-thread arenas, a heap top that cannot shrink past a live
@@ -15,6 +15,7 @@ import sys
 from typing import Callable
 
 _M_ARENA_MAX = -8
+_M_MMAP_THRESHOLD = -3
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -30,22 +31,24 @@ def _glibc() -> ctypes.CDLL | None:
 
 
 def tune() -> None:
-    """Two glibc arenas; call before any thread starts. Skipped when the operator set MALLOC_*
-    variables or preloads another allocator.
+    """Two glibc arenas and a 4 MiB mmap threshold; call before any thread starts. Skipped when
+    the operator set MALLOC_* variables or preloads another allocator.
 
     glibc's default of 8 arenas per core lets each libvips worker thread keep its own freed
-    buffers (benchmarks/job_mix.py: peak RSS 776-830 MB, 378-439 MB with 2 arenas).
-    glibc's dynamic mmap threshold is left alone. imgopt used to fix it at 256 KiB, so that every
-    large buffer went back to the system on free; that cost ~5% of a cold transform's CPU in
-    page faults, and ``idle_trimmer`` now gives freed memory back instead. imgopt alone under
-    the shared loadgen, 99 cold transforms: CPU per image at c2 317 -> 302 ms, peak RSS
-    350 -> 420-490 MB; bench_memory's RSS after 5,000 requests unchanged (benchmarks/FRONTIER.md,
-    "The fixed mmap threshold dropped").
+    buffers (benchmarks/job_mix.py: peak RSS 776-830 MB, 378-439 MB with 2 arenas). Buffers over
+    the mmap threshold are mapped for each use and go back to the system on free. imgopt had it
+    at 256 KiB, which cost ~4% of a cold transform's CPU in page faults (`perf`: 5.4% of the
+    server's samples); glibc's dynamic threshold (up to 32 MiB) saved ~5% but let RSS settle
+    ~50 MB higher and creep by +21% in one bench_memory run. 4 MiB keeps the RSS of 256 KiB
+    (bench_memory, 5,000 requests: +5.7% without the in-memory tiers, +6.8% net of them) at
+    0.55-0.65 M instead of 0.8 M minor faults per cold pass (c2 CPU per image 317 -> 311 ms).
+    benchmarks/FRONTIER.md, "The mmap threshold", has the variants.
     """
     libc = _glibc()
     if libc is None or any(k.startswith("MALLOC_") for k in os.environ):
         return
     libc.mallopt(_M_ARENA_MAX, 2)
+    libc.mallopt(_M_MMAP_THRESHOLD, 4 * 1024 * 1024)  # larger buffers go back to the OS on free
 
 
 def idle_trimmer() -> Callable[[], None] | None:
