@@ -16,8 +16,10 @@ growth_net_of_caches = (rss - caches) at 5,000 / (rss - caches) at 500 - 1 is wh
 the caches filling up to the bounds they were given (allocator creep or a leak).
 
 Variants (BENCH_MEM_VARIANTS, comma separated, default "default,jemalloc,mallopt"):
-default (glibc malloc), arena2 (MALLOC_ARENA_MAX=2), mmap256 (MALLOC_MMAP_THRESHOLD_=256 KiB, which
-also turns off glibc's dynamic threshold), mallopt (arena2+mmap256 set in-process with mallopt()
+default (as shipped: glibc with imgopt's own tuning, 2 arenas and a 4 MiB mmap threshold, see
+imgopt/malloc.py), arena2 (MALLOC_ARENA_MAX=2), mmapN (MALLOC_MMAP_THRESHOLD_=N KiB, e.g. mmap256,
+which also turns off glibc's dynamic threshold; any MALLOC_* variable makes imgopt skip its own
+tuning, so arena2 alone means glibc's dynamic threshold), mallopt (arena2+mmap256 set in-process with mallopt()
 before any thread starts, see _launch.py), jemalloc (LD_PRELOAD libjemalloc2, skipped when not
 installed), trim (benchmarks/_launch.py calls malloc_trim(0) every 5 s), vcN (libvips threads per
 image), wN (worker threads), nomem (no in-memory tiers: --memory-cache-size 0 and
