@@ -6,7 +6,7 @@ Next's settings (Q=round(q*5/8), effort 3, 4:4:4, libvips's default tune = iq) a
 candidates below, interleaved image by image (min CPU of 2), then bytes, encode CPU and SSIM
 (Y and RGB, vs the high-quality reference) as ratios/deltas against Next's.
 
-  python benchmarks/avif_tune.py [--qualities 50,60,75,90] [--deltas 0,1]
+  python benchmarks/avif_tune.py [--qualities 50,60,75,90] [--deltas 0,1] [--extra 2:off:ssim:+1,...]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--qualities", default="50,60,75,90")
     ap.add_argument("--deltas", default="0,1", help="Q offsets over Next's Q for the tune=ssim 4:2:0 candidate")
+    ap.add_argument("--extra", default="", help="more candidates, EFFORT:on|off:TUNE:QDELTA,... e.g. 2:off:ssim:+1")
     a = ap.parse_args()
     pyvips.cache_set_max(0)
     photos = C.load_corpus(["photo"])
@@ -36,6 +37,10 @@ def main() -> int:
         }
         for d in [int(x) for x in a.deltas.split(",")]:
             cands[f"effort 3, 4:2:0, tune ssim, Q{d:+d}"] = dict(effort=3, subsample_mode="on", tune="ssim", Q=Qn + d)
+        for e in filter(None, a.extra.split(",")):
+            ef, sub, tune, d = e.split(":")
+            cands[f"effort {ef}, {'4:2:0' if sub == 'on' else '4:4:4'}, tune {tune}, Q{int(d):+d}"] = dict(
+                effort=int(ef), subsample_mode=sub, tune=tune, Q=Qn + int(d))
         tot = {k: [0, 0.0, 0.0, 0.0] for k in cands}
         n = 0
         for w in (640, 1080, 1920):

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Palette PNG settings vs Next.js's (sharp png({quality}): effort 7, dither 1.0), issue #5.
 
-Sets: the corpus PNGs x 640/1080, the test suite's synthetic photos and graphics
+Sets: the corpus PNGs x 640/1080/1920 (the cold run's widths), the test suite's synthetic photos and graphics
 (tests/imagecorpus.py), and a smooth gradient. Bytes, encode CPU and SSIM-Y against the unquantised pixels.
 
   python benchmarks/png_palette.py
+  python benchmarks/png_palette.py --sizes    # Next / effort 6 / effort 5 by output size
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ VARIANTS = {
     "effort 6, dither 0.5, zlib 4": dict(effort=6, dither=0.5, compression=4),
     "effort 5, dither 0.5": dict(effort=5, dither=0.5),
     "effort 5, dither 0.25": dict(effort=5, dither=0.25),
+    "effort 5, dither 0.15": dict(effort=5, dither=0.15),
+    "effort 5, dither 0.1": dict(effort=5, dither=0.1),
+    "effort 5, no dither": dict(effort=5, dither=0.0),
     "effort 4, dither 0.5": dict(effort=4, dither=0.5),
     "effort 4, dither 0.25": dict(effort=4, dither=0.25),
     "effort 4, no dither": dict(effort=4, dither=0.0),
@@ -55,18 +59,42 @@ def _gradient(w: int = 960, h: int = 640) -> pyvips.Image:
     return r.bandjoin([g, b]).cast("uchar").copy(interpretation="srgb").copy_memory()
 
 
+SIZE_VARIANTS = {
+    "Next: effort 7, dither 1.0": dict(effort=7, dither=1.0),
+    "effort 6, dither 0.25 (imgopt)": dict(effort=6, dither=0.25),
+    "effort 5, dither 0.25": dict(effort=5, dither=0.25),
+}
+
+
+def _size_sets() -> dict[str, list[pyvips.Image]]:
+    """Does effort 5 hold Next's bytes on large outputs, where the quantiser's CPU is?"""
+    sets: dict[str, list[pyvips.Image]] = {}
+    for w, h in ((960, 640), (1440, 960), (1680, 1120), (1920, 1280), (2560, 1707)):
+        sets[f"synthetic photos {w}x{h}"] = [_pil(_photo(w, h, seed=s)) for s in (3, 7, 11)]
+    for p in [p for p in C.load_corpus(["png"]) if p.format == "png"]:
+        for w in (1080, 1440, 1920, 2560):
+            sets[f"{p.name} w{w}"] = [C.raw_thumbnail(p.data, w).copy_memory()]
+    return sets
+
+
 def main() -> int:
     pyvips.cache_set_max(0)
+    if "--sizes" in sys.argv[1:]:
+        return _table(_size_sets(), SIZE_VARIANTS)
     sets: dict[str, list[pyvips.Image]] = {}
     for p in [p for p in C.load_corpus(["png"]) if p.format == "png"]:
-        sets[p.name] = [C.raw_thumbnail(p.data, w).copy_memory() for w in (640, 1080)]
+        sets[p.name] = [C.raw_thumbnail(p.data, w).copy_memory() for w in (640, 1080, 1920)]
     sets["synthetic photos"] = [_pil(_photo(960, 640, seed=s)) for s in (3, 7, 11)]
     sets["synthetic graphics"] = [_pil(_graphic(960, 640, seed=s)) for s in (3, 7, 11)]
     sets["smooth gradient"] = [_gradient()]
+    return _table(sets, VARIANTS)
+
+
+def _table(sets: dict[str, list[pyvips.Image]], variants: dict[str, dict]) -> int:
     print("| images | setting | bytes / Next | encode CPU / Next | ΔSSIM-Y |\n|---|---|---|---|---|")
     for name, ims in sets.items():
         base = None
-        for k, kw in VARIANTS.items():
+        for k, kw in variants.items():
             b = c = y = 0.0
             for im in ims:
                 t = time.process_time()
