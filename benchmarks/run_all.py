@@ -174,8 +174,9 @@ def variants_section(res_dir: Path) -> list[str]:
     L = []
     if len(runs) > 1 and rows:
         L += ["### Threads per image vs workers (cold misses)", "",
-              "vcN = VIPS_CONCURRENCY=N (libvips threads per image, default = CPUs), wN = `--workers N` "
-              "(default = CPUs). Same cold job list as above, fresh server per variant.", "",
+              "vcN = VIPS_CONCURRENCY=N (libvips threads per image; default: CPUs // workers, i.e. 1 with the "
+              "default workers), wN = `--workers N` (default = CPUs). Same cold job list as above, fresh server "
+              "per variant.", "",
               "| variant | conc | img/s | p50 / p99 ms | server CPU ms/img | peak RSS MB | errors | foreign cores |",
               "|---|---|---|---|---|---|---|---|"]
         for v, e in sorted(rows, key=lambda r: (r[1]["conc"], r[0])):
