@@ -255,13 +255,22 @@ class _DecodeFailed(Exception):
     """libvips could not read the image; the caller falls back to the original bytes."""
 
 
+# fail_on=truncated: an original that ends early (a JPEG or PNG cut short) fails to decode
+# instead of being re-encoded with its missing part baked in as grey, and is then served as
+# its own bytes with minimumCacheTTL, as Next.js does (spec 3.3 step 7). sharp's default is
+# stricter (`failOn: 'warning'`): Next also serves the original of an image whose decoder only
+# warned (say a camera JPEG with stray bytes before a marker) that browsers show fine, often a
+# large file; imgopt still optimizes those.
+LOAD_OPTIONS = "access=sequential,fail_on=truncated"
+
+
 def _load(job: Job) -> pyvips.Image:
     # thumbnail_buffer: shrink-on-load (JPEG DCT scaling, WebP scale), EXIF auto-rotation,
     # never enlarging (size="down"), and ICC-aware conversion to sRGB (CMYK uses the
     # embedded profile, or libvips's built-in CMYK profile when there is none).
     return pyvips.Image.thumbnail_buffer(
         job.buf, job.width, height=VIPS_MAX_COORD, size="down", intent="perceptual",
-        option_string="access=sequential",
+        option_string=LOAD_OPTIONS,
     )
 
 

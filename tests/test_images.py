@@ -9,6 +9,8 @@ import httpx
 import pytest
 from PIL import Image, ImageSequence
 
+from conftest import PROFILE_C
+
 W, Q = 384, 75
 SAFARI = "image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5"
 CHROME = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
@@ -157,6 +159,44 @@ def test_missing_local_file_is_404(server_d):
     r = server_d.get("/does_not_exist.jpg", W, Q)
     assert r.status_code == 404
     assert r.text == '"url" parameter is valid but internal response is invalid'
+
+
+@pytest.mark.parametrize("src,ctype,name", [
+    ("/bad/truncated.jpg", "image/jpeg", "truncated.jpeg"),
+    ("/bad/truncated.png", "image/png", "truncated.png"),
+])
+@pytest.mark.parametrize("accept", ["image/webp", "image/avif,image/webp", "image/png"])
+def test_truncated_image_falls_back_to_original_bytes(make_server, origin, corpus, src, ctype, name, accept):
+    """Spec 3.3 step 7, as next start does it: sharp refuses an original cut short, so Next
+    serves the original bytes with the source type and minimumCacheTTL (not the upstream
+    max-age); imgopt loads with libvips fail_on=truncated and does the same, rather than
+    re-encoding the picture with its missing part filled in grey."""
+    srv = make_server({**PROFILE_C, "minimumCacheTTL": 60})
+    r = srv.get(f"{origin.base_url}{src}?cc=public,max-age=86400", 399, 75, accept=accept)
+    assert r.status_code == 200, r.text
+    assert r.content == (corpus / src.lstrip("/")).read_bytes()
+    assert_image_headers(r, ctype, name, max_age=60)
+    assert r.headers["x-nextjs-cache"] == "MISS"
+    again = srv.get(f"{origin.base_url}{src}?cc=public,max-age=86400", 399, 75, accept=accept)
+    assert again.headers["x-nextjs-cache"] == "HIT" and again.content == r.content
+    assert again.headers["etag"] == r.headers["etag"]
+
+
+def test_image_that_only_warns_is_still_optimized(server_d, corpus):
+    """corrupt.jpg (entropy data shuffled, structure intact) decodes with libjpeg warnings.
+    sharp's failOn 'warning' makes Next serve its original bytes; imgopt optimizes it, since
+    a browser shows the same picture from the original."""
+    r = server_d.get("/bad/corrupt.jpg", W, Q, accept="image/webp")
+    assert_image_headers(r, "image/webp", "corrupt.webp")
+    assert decode(r).size == (W, 288)
+
+
+def test_trailing_space_in_local_url_is_dropped(server_d):
+    """WHATWG URL parsing drops trailing spaces: next start serves /test.png for "/test.png "."""
+    plain = server_d.get("/test.png", W, Q, accept="image/webp")
+    spaced = server_d.get("/test.png  ", W, Q, accept="image/webp")
+    assert spaced.status_code == 200 and spaced.content == plain.content
+    assert spaced.headers["content-disposition"] == 'attachment; filename="test.webp"'
 
 
 def test_content_is_sniffed_not_trusted(server_c, origin):
