@@ -87,6 +87,31 @@ def parse_query(raw_query: str) -> dict[str, list[str]]:
     return out
 
 
+def js_int_string(digits: str) -> str:
+    """``String(parseInt(digits))`` in JavaScript, for the width in Next's error message.
+
+    parseInt gives a double: past 2**53 digits are lost, from 1e21 JavaScript writes an
+    exponent ("1e+23"), and past the double range it is "Infinity".
+    """
+    try:
+        f = float(int(digits))
+    except OverflowError:
+        return "Infinity"
+    if f < 1e21:
+        return str(int(f)) if f < 2**53 else _js_digits(f)
+    mantissa, _, exp = repr(f).partition("e")
+    return f"{mantissa.removesuffix('.0')}e+{int(exp)}"
+
+
+def _js_digits(f: float) -> str:
+    """An integral double below 1e21 the way JavaScript prints it: the shortest round-trip
+    digits, then zeros (Python's int(f) would print the exact binary value instead)."""
+    mantissa, _, exp = repr(f).partition("e")
+    digits = mantissa.replace(".", "").rstrip("0") or "0"
+    point = int(exp) + 1 if exp else len(mantissa.split(".")[0])
+    return digits.ljust(point, "0")
+
+
 def _js_length(s: str) -> int:
     """Length in UTF-16 code units, as JavaScript's String.length counts."""
     return len(s.encode("utf-16-le")) // 2
@@ -223,6 +248,9 @@ def _parse_url(query: dict[str, list[str]], cfg: ImagesConfig) -> tuple[str, str
 
     remote: RemoteURL | None = None
     if url.startswith("/"):
+        # Next resolves a relative url with WHATWG URL parsing, which drops trailing spaces
+        # ("/a.png " fetches /a.png); so does imgopt. Control characters are refused.
+        url = url.rstrip(" ")
         if any(ord(c) < 0x20 or c == "\x7f" for c in url):
             raise _bad('"url" parameter is invalid')
         path, search = split_local(url)
@@ -234,6 +262,8 @@ def _parse_url(query: dict[str, list[str]], cfg: ImagesConfig) -> tuple[str, str
             raise _bad('"url" parameter cannot be recursive')
         if not has_local_match(cfg.local_patterns, path + search):  # it applies WHATWG encoding
             raise _bad('"url" parameter is not allowed')
+        if "\\" in url:  # WHATWG reads it as "/": "/\\host/x" is //host/x, a 500 in Next
+            raise _bad('"url" parameter is invalid')
         href = url
     else:
         remote = parse_remote_url(url)
@@ -266,7 +296,7 @@ def parse_request(raw_query: str, accept: str, cfg: ImagesConfig) -> ImageReques
     if width <= 0:
         raise _bad('"w" parameter (width) must be an integer greater than 0')
     if width not in cfg.widths:
-        raise _bad(f'"w" parameter (width) of {width} is not allowed')
+        raise _bad(f'"w" parameter (width) of {js_int_string(w)} is not allowed')
     quality = int(q)
     if quality < 1 or quality > 100:
         raise _bad('"q" parameter (quality) must be an integer between 1 and 100')

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import random
+import shutil
+import subprocess
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,7 +16,7 @@ from imgopt.app import content_disposition, file_name, is_fresh
 from imgopt.cache import Entry, cache_key, decode_entry, encode_entry, get_max_age
 from imgopt.config import ImagesConfig
 from imgopt.errors import ImageError
-from imgopt.params import RequestMemo, negotiate, normalize_path, parse_request
+from imgopt.params import RequestMemo, js_int_string, negotiate, normalize_path, parse_request
 from imgopt.transform import detect_type, is_animated
 
 AVIF_WEBP = ("image/avif", "image/webp")
@@ -236,3 +241,20 @@ def test_request_memo_keeps_valid_short_requests_only():
         memo.parse("url=/a.jpg&w=641&q=75", "")
     memo.parse("url=/" + "a" * 3000 + ".jpg&w=640&q=75", "image/webp," * 200)  # valid, but too long to keep
     assert set(memo._memo) == {("url=/a.jpg&w=640&q=75", "image/webp"), ("url=/a.jpg&w=640&q=75", "image/avif,image/webp")}
+
+
+def test_js_int_string_matches_node():
+    """The width in '"w" parameter (width) of N is not allowed' is String(parseInt(w)) in
+    Next; held against node itself over digit strings of every length up to 400."""
+    rnd = random.Random(5)
+    cases = ["0", "00", "384", "0384", "9007199254740991", "9007199254740993", "999999999999999999999",
+             "100000000000000000000", "1" + "0" * 308, "17976931348623157" + "0" * 292, "1" + "0" * 309]
+    for n in range(1, 401):
+        cases.append("".join(rnd.choice("0123456789") for _ in range(n)))
+        cases.append("9" * n)
+    node = shutil.which("node")
+    assert node, "node is needed (the loader's tests use it too)"
+    script = "const a = JSON.parse(require('fs').readFileSync(0, 'utf8')); console.log(JSON.stringify(a.map(s => String(parseInt(s)))))"
+    out = subprocess.run([node, "-e", script], input=json.dumps(cases), capture_output=True, text=True, check=True, timeout=60)
+    expected = json.loads(out.stdout)
+    assert [js_int_string(c) for c in cases] == expected

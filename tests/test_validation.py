@@ -47,6 +47,14 @@ CASES = [
     (f"url=http://user:pw@example.com/a.png&w={W}&q={Q}", '"url" parameter is not allowed'),
     (f"url=http://exa mple.com/a.png&w={W}&q={Q}", '"url" parameter is invalid'),
     (f"url=notaurl&w={W}&q={Q}", '"url" parameter is invalid'),
+    # The width in the message is String(parseInt(w)) in JavaScript (checked against next start).
+    (f"url=/test.png&w=99999999999999999999999&q={Q}", '"w" parameter (width) of 1e+23 is not allowed'),
+    (f"url=/test.png&w=12345678901234567890&q={Q}", '"w" parameter (width) of 12345678901234567000 is not allowed'),
+    (f"url=/test.png&w=1{'0' * 400}&q={Q}", '"w" parameter (width) of Infinity is not allowed'),
+    (f"url=/test.png&w=0384000&q={Q}", '"w" parameter (width) of 384000 is not allowed'),
+    # WHATWG reads a backslash as "/": Next fetches //host/x.png from its own router (a 500).
+    (f"url=/%5Cexample.com/x.png&w={W}&q={Q}", '"url" parameter is invalid'),
+    (f"url=/a%5Cb.png&w={W}&q={Q}", '"url" parameter is invalid'),
 ]
 
 
