@@ -23,6 +23,9 @@ from .pool import DEADLINE, SingleFlight, WorkerPool
 
 log = logging.getLogger("imgopt")
 
+# Seconds between the first STALE answer for a key and the start of its background refresh.
+REFRESH_DELAY = 0.25
+
 
 @dataclass(frozen=True)
 class Served:
@@ -64,11 +67,23 @@ class ImageService:
             return Served(entry, "HIT")
         if entry is not None:
             if key not in self._flights:
-                refresh = self._flights.run(key, lambda: self.coordinator.run(key, entry, lambda: self._produce(req, key, entry)))
+                refresh = self._flights.run(key, lambda: self._refresh(req, key, entry))
                 refresh.add_done_callback(_quiet)
             return Served(entry, "STALE")
         fresh = await self._flights.run(key, lambda: self.coordinator.run(key, None, lambda: self._produce(req, key, None)))
         return Served(fresh, "MISS")
+
+    async def _refresh(self, req: ImageRequest, key: str, stale: Entry) -> Entry:
+        """The background refresh of a stale entry, started after REFRESH_DELAY.
+
+        Until it lands every request for the key is answered at once from the stale entry
+        (STALE). The short wait makes a burst on an expired entry one window: Next's batcher
+        answers all requests that arrive while its revalidation runs with STALE, and
+        imgopt's refresh of a small image can finish in a few milliseconds, before the second
+        request of a parallel pair is read. It also keeps the refresh off the burst's CPU.
+        """
+        await asyncio.sleep(REFRESH_DELAY)
+        return await self.coordinator.run(key, stale, lambda: self._produce(req, key, stale))
 
     async def _produce(self, req: ImageRequest, key: str, previous: Entry | None) -> Entry:
         s = self.settings

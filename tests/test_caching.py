@@ -8,6 +8,7 @@ import sqlite3
 import time
 
 import httpx
+import pytest
 from PIL import Image
 
 from conftest import PROFILE_C
@@ -76,6 +77,28 @@ def test_stale_while_revalidate(make_server, origin):
     else:
         raise AssertionError("refresh never landed")
     assert Image.open(io.BytesIO(r.content)).convert("RGB").getpixel((0, 0)) == (0, 0, 255)
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_parallel_requests_on_an_expired_entry_are_all_stale(make_server, origin, run):
+    """Spec 6.5 cases 71/72: after the TTL, two parallel requests are STALE, STALE, also when
+    the upstream is instant and the refresh of a tiny image takes a few milliseconds (the
+    refresh starts REFRESH_DELAY after the first STALE answer, as Next's batcher answers
+    everything that arrives during its revalidation from the old entry)."""
+    ttl = 1
+    srv = make_server({**PROFILE_C, "minimumCacheTTL": ttl})
+    origin.set_stateful(f"/stateful/fast{run}.png", [png_bytes((255, 0, 0)), png_bytes((0, 0, 255))])
+    url = f"{origin.base_url}/stateful/fast{run}.png"
+    first = srv.get(url, W, Q, accept="image/png")
+    assert first.headers["x-nextjs-cache"] == "MISS"
+    time.sleep(ttl + 0.2)
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        stale = list(ex.map(lambda _: srv.get(url, W, Q, accept="image/png"), range(2)))
+    assert [r.headers["x-nextjs-cache"] for r in stale] == ["STALE", "STALE"]
+    assert all(r.content == first.content for r in stale)
+    time.sleep(1.0)
+    after = srv.get(url, W, Q, accept="image/png")
+    assert after.headers["x-nextjs-cache"] == "HIT" and after.content != first.content
 
 
 def test_stale_kept_when_refresh_fails(make_server, origin, corpus):
