@@ -122,7 +122,13 @@ def create_app(settings: Settings) -> Starlette:
     metrics.configure_access_log()
     requests = RequestMemo(settings.images)
 
+    off = settings.images.optimizer_off
+    if off:
+        log.warning("%s: /_next/image answers 404, as in Next.js", off)
+
     async def image(request: Request) -> Response:
+        if off:
+            return error_response(ImageError(404, f"Not Found: image optimization is off ({off})"))
         try:
             req = requests.parse(
                 request.scope.get("query_string", b"").decode("utf-8", "replace"),
@@ -137,6 +143,8 @@ def create_app(settings: Settings) -> Starlette:
             return error_response(ImageError(500, "Internal error while optimizing the image"))
 
     async def placeholder(request: Request) -> Response:
+        if off:
+            return error_response(ImageError(404, f"Not Found: image optimization is off ({off})"))
         try:
             req = parse_placeholder_request(
                 request.scope.get("query_string", b"").decode("utf-8", "replace"), settings.images

@@ -23,9 +23,10 @@ FORMATS = ("image/avif", "image/webp")
 
 # Keys Next.js knows in `images` that do not change what this service does (the site's loader
 # settings, say). They are accepted so a pasted config works, and otherwise ignored.
-_IGNORED_KEYS = {
-    "loader", "loaderFile", "path", "disableStaticImages", "customCacheHandler", "unoptimized",
-}
+_IGNORED_KEYS = {"loaderFile", "path", "disableStaticImages", "customCacheHandler"}
+# Next's VALID_LOADERS. With `default` the site sends images to /_next/image; with `custom` its
+# loaderFile builds the URLs (imgopt's own loader/ does that); the others send them elsewhere.
+LOADERS = ("default", "imgix", "cloudinary", "akamai", "custom")
 
 
 class ConfigError(ValueError):
@@ -53,6 +54,8 @@ class ImagesConfig:
     maximum_redirects: int = 3
     dangerously_allow_local_ip: bool = False
     maximum_disk_cache_size: int | None = None
+    unoptimized: bool = False
+    loader: str = "default"
     # imgopt extensions, not Next.js options (imgopt/extensions.py, docs/beyond-next.md)
     auto_quality: AutoQuality | None = None
     animated: AnimatedLimits | None = None
@@ -60,6 +63,19 @@ class ImagesConfig:
     @property
     def widths(self) -> frozenset[int]:
         return frozenset(self.device_sizes) | frozenset(self.image_sizes)
+
+    @property
+    def optimizer_off(self) -> str | None:
+        """Why /_next/image answers 404, as next start does (spec 1.1 item 3), or None.
+
+        Next 404s for every loader but `default`; imgopt also serves `custom`, because a site
+        whose loaderFile points at imgopt (loader/) is the reason this service exists.
+        """
+        if self.unoptimized:
+            return "images.unoptimized is true"
+        if self.loader not in ("default", "custom"):
+            return f"images.loader is {self.loader!r}"
+        return None
 
 
 def _int_list(raw: Any, key: str, lo: int, hi: int, max_len: int, min_len: int = 0) -> tuple[int, ...]:
@@ -145,9 +161,17 @@ def parse_images_config(obj: Any) -> ImagesConfig:
             )
     except PatternError as e:
         raise ConfigError(f"images: {e}".replace("\n", " ")) from None
+    if "loader" in obj:
+        if obj["loader"] not in LOADERS:
+            raise ConfigError(
+                f"images.loader: Specified images.loader should be one of ({', '.join(LOADERS)}), "
+                f"received invalid value ({obj['loader']})"
+            )
+        kw["loader"] = obj["loader"]
     for key, attr in (
         ("dangerouslyAllowSVG", "dangerously_allow_svg"),
         ("dangerouslyAllowLocalIP", "dangerously_allow_local_ip"),
+        ("unoptimized", "unoptimized"),
     ):
         if key in obj:
             kw[attr] = _bool(obj[key], key)
@@ -184,7 +208,7 @@ _KNOWN_KEYS = {
     "deviceSizes", "imageSizes", "qualities", "formats", "minimumCacheTTL", "remotePatterns",
     "localPatterns", "domains", "dangerouslyAllowSVG", "contentSecurityPolicy",
     "contentDispositionType", "maximumResponseBody", "maximumRedirects", "dangerouslyAllowLocalIP",
-    "maximumDiskCacheSize",
+    "maximumDiskCacheSize", "loader", "unoptimized",
     "autoQuality", "animated",  # imgopt extensions
 } | _IGNORED_KEYS
 

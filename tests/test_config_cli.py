@@ -34,7 +34,22 @@ def test_wrapped_and_bare_objects():
 
 def test_next_keys_for_the_site_are_accepted():
     c = parse_images_config({"loader": "custom", "loaderFile": "./l.js", "path": "/x", "unoptimized": False})
-    assert c == ImagesConfig()
+    assert c == ImagesConfig(loader="custom")
+    assert c.optimizer_off is None  # a custom loader (imgopt's own) is served
+
+
+@pytest.mark.parametrize("obj,off", [
+    ({}, None),
+    ({"loader": "default"}, None),
+    ({"loader": "custom", "loaderFile": "./l.js"}, None),
+    ({"unoptimized": True}, "images.unoptimized is true"),
+    ({"loader": "custom", "unoptimized": True}, "images.unoptimized is true"),
+    ({"loader": "imgix", "path": "https://example.imgix.net/"}, "images.loader is 'imgix'"),
+    ({"loader": "cloudinary", "path": "https://res.cloudinary.com/x/"}, "images.loader is 'cloudinary'"),
+    ({"loader": "akamai", "path": "https://a.example/"}, "images.loader is 'akamai'"),
+])
+def test_when_the_optimizer_is_off(obj, off):
+    assert parse_images_config(obj).optimizer_off == off
 
 
 @pytest.mark.parametrize("obj,fragment", [
@@ -52,6 +67,8 @@ def test_next_keys_for_the_site_are_accepted():
     ({"remotePatterns": [{"protocol": "ftp", "hostname": "x"}]}, "remotePatterns"),
     ({"remotePatterns": [{"pathname": "/x"}]}, "hostname"),
     ({"bogus": 1}, "images.bogus: unknown key"),
+    ({"loader": "foo"}, "images.loader: Specified images.loader should be one of (default, imgix, cloudinary, akamai, custom), received invalid value (foo)"),
+    ({"unoptimized": "yes"}, "images.unoptimized"),
 ])
 def test_bad_config_names_the_key(obj, fragment):
     with pytest.raises(ConfigError) as e:

@@ -130,3 +130,23 @@ def test_query_fuzz_never_5xx(server_d, params, accept, raw):
     assert r.status_code < 500, (qs, r.status_code, r.text)
     if r.status_code != 200:
         assert r.text and r.headers["content-type"].startswith("text/plain")
+
+
+@pytest.mark.parametrize("images", [
+    {"unoptimized": True},
+    {"loader": "cloudinary", "path": "https://res.cloudinary.com/demo/image/upload/"},
+    {"loader": "imgix", "path": "https://example.imgix.net/"},
+])
+def test_optimizer_off_is_404_as_in_next(make_server, corpus, images):
+    """Spec 6.2 cases 27/28: next start answers 404 when images.unoptimized is true or the
+    loader is not the default one; imgopt does too (but serves `custom`, its own loader)."""
+    srv = make_server(images, "--local-root", str(corpus))
+    for r in (srv.get("/test.png", W, Q), srv.get("/test.png", 1000, 13), srv.raw("", method="HEAD")):
+        assert r.status_code == 404
+    assert "image optimization is off" in srv.get("/test.png", W, Q).text
+
+
+def test_custom_loader_is_served(make_server, corpus):
+    srv = make_server({"loader": "custom", "loaderFile": "./imgopt-loader.js"}, "--local-root", str(corpus))
+    r = srv.get("/test.png", W, Q)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/webp"
