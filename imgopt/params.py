@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from .config import ImagesConfig
 from .errors import ImageError
+from .netguard import parse_ip_literal
 from .patterns import has_local_match, has_remote_match
 
 MAX_URL_LENGTH = 3072
@@ -196,6 +198,9 @@ def parse_remote_url(url: str) -> RemoteURL:
             host = host.encode("idna").decode("ascii") if not host.isascii() else host
         except UnicodeError:
             raise invalid from None
+        ip = parse_ip_literal(host)
+        if isinstance(ip, IPv4Address):
+            host = str(ip)  # WHATWG writes 127.1, 2130706433, 0x7f.1 as 127.0.0.1 (one cache key)
     default = 443 if scheme == "https" else 80
     port_s = "" if port is None or port == default else str(port)
     path = normalize_path(parts.path or "/")
