@@ -1,0 +1,30 @@
+// The Next.js app that tests/test_next_parity.py builds and starts with `next start`, so the
+// same requests can go to Next.js's own /_next/image and to imgopt, and the answers be compared.
+// imgopt reads this same file (`--next-config`), so both sides always have one `images` object.
+//
+//   PARITY_PROFILE=D   Next 16's defaults (the spec's profile D)
+//   PARITY_PROFILE=C   the spec's profile C ("with next.config.js" in Next's own tests), with
+//                      PARITY_REMOTE_ORIGIN (http://127.0.0.1:PORT) allowed for remote urls
+const profile = process.env.PARITY_PROFILE || 'D'
+if (!['D', 'C'].includes(profile)) throw new Error(`PARITY_PROFILE must be D or C, got "${profile}"`)
+
+const profiles = {
+  D: {},
+  C: {
+    dangerouslyAllowLocalIP: true, // the remote origin of the test runs on 127.0.0.1
+    domains: ['localhost', '127.0.0.1', 'example.com'],
+    formats: ['image/avif', 'image/webp'],
+    deviceSizes: [399, 1080],
+    qualities: [50, 75, 100],
+  },
+}
+
+/** @type {import('next').NextConfig} */
+module.exports = {
+  distDir: `.next-${profile}`,
+  images: profiles[profile],
+  // An upstream max-age above minimumCacheTTL (spec 6.5 case 77).
+  async headers() {
+    return [{ source: '/max-age.png', headers: [{ key: 'cache-control', value: 'public, max-age=86400, must-revalidate' }] }]
+  },
+}

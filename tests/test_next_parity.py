@@ -1,0 +1,358 @@
+"""imgopt against a real ``next start``: the same requests to both, the answers compared.
+
+tests/e2e/parity is a small Next.js 16 app (the node modules of tests/e2e/site, linked) whose
+``public/`` holds the test corpus and whose routes are the odd upstreams of spec §6
+(``/api/no-header``, ``/api/wrong-header.svg``, ``/png-as-octet-stream``). It is built once per
+profile with ``next build --webpack`` and started with ``next start``; imgopt reads the same
+next.config.js (``--next-config``) and fetches local urls from that Next server (``--origin``),
+so both sides see the same bytes, the same ``Cache-Control`` and the same ``images`` object.
+
+Every case sends one request to Next's ``/_next/image`` and the same one to imgopt's, and
+compares what a client sees: the status, the error text, and for images the Content-Type,
+Cache-Control, Vary, Content-Disposition, Content-Security-Policy, X-Nextjs-Cache, whether
+there is an ETag, and the decoded size and frame count. The few places where imgopt answers
+differently on purpose are listed in DEVIATIONS with the reason, and their cases assert
+imgopt's answer instead (so a change on either side shows up here).
+
+Not compared: the image bytes (different encoders), Cache-Control and Content-Type of error
+answers (imgopt sends ``no-store`` and ``text/plain``), the ETag's value (imgopt quotes it).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import quote
+
+import httpx
+import pytest
+import pyvips
+
+from conftest import ROOT, ImgoptServer, free_port
+from origin import Origin
+from test_e2e_browser import NEXT_BIN, Proc, need, node_env, run_logged, site_deps  # noqa: F401 (fixture)
+
+APP = ROOT / "tests" / "e2e" / "parity"
+ARTIFACTS = ROOT / "tests" / "e2e" / "artifacts"
+WEBP = "image/webp,*/*"
+CHROME = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
+SAFARI = "image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5"
+
+
+# -- the two servers ---------------------------------------------------------------------------
+
+@dataclass
+class Pair:
+    next_url: str
+    imgopt_url: str
+    origin: Origin | None
+
+    def both(self, query: str, accept: str | None, method: str = "GET") -> tuple[httpx.Response, httpx.Response]:
+        headers = {"accept-encoding": "identity"}  # Next gzips ICO/BMP/SVG passthroughs otherwise
+        if accept is not None:
+            headers["accept"] = accept
+        return tuple(  # type: ignore[return-value]
+            httpx.request(method, f"{base}/_next/image{query}", headers=headers, timeout=30)
+            for base in (self.next_url, self.imgopt_url)
+        )
+
+
+@pytest.fixture(scope="module")
+def parity_app(site_deps: Path, corpus: Path) -> Path:
+    """The app's public/ from the corpus, and its node_modules linked from tests/e2e/site."""
+    modules = APP / "node_modules"
+    if not modules.exists():
+        modules.symlink_to(site_deps / "node_modules", target_is_directory=True)
+    public = APP / "public"
+    shutil.rmtree(public, ignore_errors=True)
+    shutil.copytree(corpus, public)
+    shutil.copyfile(corpus / "test.png", public / "max-age.png")
+    return APP
+
+
+def start_pair(profile: str, tmp: Path, origin: Origin | None) -> tuple[Pair, list[Any]]:
+    env = {"PARITY_PROFILE": profile, **({"PARITY_REMOTE_ORIGIN": origin.base_url} if origin else {})}
+    node = need("node", "Node.js")
+    # --webpack: Turbopack refuses a node_modules that is a link to outside the app's root.
+    run_logged([node, str(NEXT_BIN), "build", "--webpack"], ARTIFACTS / f"next-build-parity-{profile}.log",
+               cwd=APP, env=node_env(**env), timeout=900, what=f"next build (parity {profile})")
+    shutil.rmtree(APP / f".next-{profile}" / "cache" / "images", ignore_errors=True)
+    port = free_port()
+    nxt = Proc([node, str(NEXT_BIN), "start", "-p", str(port), "-H", "127.0.0.1"],
+               ARTIFACTS / f"next-start-parity-{profile}.log", cwd=APP, env=node_env(NODE_ENV="production", **env))
+    next_url = f"http://127.0.0.1:{port}"
+    try:
+        nxt.wait_http(next_url + "/")
+        imgopt = ImgoptServer(tmp, None, "--next-config", str(APP / "next.config.js"), "--origin", next_url,
+                              env=env).start()
+    except BaseException:
+        nxt.stop()
+        raise
+    return Pair(next_url, imgopt.url, origin), [imgopt, nxt]
+
+
+@pytest.fixture(scope="module")
+def pair_d(parity_app: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    pair, procs = start_pair("D", tmp_path_factory.mktemp("parity-d"), None)
+    yield pair
+    for p in procs:
+        p.stop()
+
+
+@pytest.fixture(scope="module")
+def pair_c(parity_app: Path, corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    with Origin(root=corpus) as origin:
+        pair, procs = start_pair("C", tmp_path_factory.mktemp("parity-c"), origin)
+        yield pair
+        for p in procs:
+            p.stop()
+
+
+# -- what a client sees ------------------------------------------------------------------------
+
+def seen(r: httpx.Response) -> dict[str, Any]:
+    out: dict[str, Any] = {"status": r.status_code}
+    if r.status_code >= 300:
+        out["body"] = r.text
+        return out
+    h = r.headers
+    out.update({
+        "content-type": h.get("content-type"),
+        "cache-control": h.get("cache-control"),
+        "vary": (h.get("vary") or "").replace(", Accept-Encoding", ""),
+        "content-disposition": h.get("content-disposition"),
+        "content-security-policy": h.get("content-security-policy"),
+        "x-nextjs-cache": h.get("x-nextjs-cache"),
+        "etag": bool(h.get("etag")),
+        "content-length": h.get("content-length") == str(len(r.content)) if r.request.method == "GET" else None,
+    })
+    if r.request.method == "GET":
+        out["picture"] = picture(r.content, h.get("content-type") or "")
+    return out
+
+
+def picture(body: bytes, ctype: str) -> tuple[int, int, int] | str | None:
+    """(width, height, frames) as libvips decodes it; None for types it does not read."""
+    if not ctype.startswith("image/") or ctype in ("image/svg+xml", "image/x-icns", "image/jxl", "image/jp2",
+                                                   "image/x-icon", "image/bmp", "image/heic"):
+        return None
+    try:
+        try:
+            im = pyvips.Image.new_from_buffer(body, "", n=-1)
+        except pyvips.Error:
+            im = pyvips.Image.new_from_buffer(body, "")
+    except pyvips.Error as e:
+        return f"undecodable: {str(e).splitlines()[0]}"
+    pages = im.get("n-pages") if im.get_typeof("n-pages") else 1
+    height = im.get("page-height") if im.get_typeof("page-height") else im.height
+    return (im.width, height, pages)
+
+
+# -- the cases ---------------------------------------------------------------------------------
+
+# Where imgopt answers differently on purpose (spec §9 and the README's "What the endpoint
+# answers"): each function gets (next, imgopt) as seen() dicts and asserts both sides.
+def _next_500_imgopt_400(n: dict[str, Any], i: dict[str, Any]) -> None:
+    # Next throws on a malformed %-escape (decodeURIComponent) or fetches //host from its own
+    # router for a backslash: a bare 500. Bad input is a 400 with a message here.
+    assert n["status"] == 500 and i == {"status": 400, "body": '"url" parameter is invalid'}
+
+
+def _next_5xx_imgopt_502(n: dict[str, Any], i: dict[str, Any]) -> None:
+    # An upstream that fails (5xx, 399, reset, refused, cut short) is a 500 in Next; a fault
+    # upstream is a 502 here, with the same message (and what happened, in brackets).
+    assert n["status"] == 500 and i["status"] == 502
+    assert i["body"].startswith('"url" parameter is valid but upstream response is invalid')
+
+
+def _next_serves_bomb_imgopt_400(n: dict[str, Any], i: dict[str, Any]) -> None:
+    # Next's sharp refuses the pixel count and Next falls back to the original bytes: the
+    # decompression bomb goes to the browser. imgopt refuses it from its header.
+    assert n["status"] == 200 and i["status"] == 400
+    assert i["body"].startswith("The requested image is too large: ")
+
+
+def _next_fallback_imgopt_optimizes(n: dict[str, Any], i: dict[str, Any]) -> None:
+    # corrupt.jpg only makes libjpeg warn: sharp (failOn 'warning') refuses it and Next serves
+    # the original; browsers show it the same way, so imgopt optimizes it.
+    assert n["status"] == i["status"] == 200
+    assert n["content-type"] == "image/jpeg" and n["picture"] == (400, 300, 1)
+    assert i["content-type"] == "image/webp" and i["picture"] == (384, 288, 1)
+
+
+def _same_image_shares_the_entry(n: dict[str, Any], i: dict[str, Any]) -> None:
+    # "/test.png  " and "http://host/test.png#x" fetch /test.png on both sides, but Next keys its
+    # cache on the string with the spaces or the fragment (a second MISS, a second copy); imgopt
+    # drops them first and answers from the entry of /test.png.
+    assert (n["x-nextjs-cache"], i["x-nextjs-cache"]) == ("MISS", "HIT")
+    assert {**i, "x-nextjs-cache": "MISS"} == n
+
+
+def _userinfo_refused(n: dict[str, Any], i: dict[str, Any]) -> None:
+    # Next fetches http://user:pass@host/ (and sends the credentials); imgopt refuses userinfo
+    # in a url (spec §8 item 4).
+    assert n["status"] == 200 and i == {"status": 400, "body": '"url" parameter is not allowed'}
+
+
+def _post_is_405(n: dict[str, Any], i: dict[str, Any]) -> None:
+    assert n["status"] == 200 and i == {"status": 405, "body": "Method Not Allowed"}
+
+
+def _nul_is_400(n: dict[str, Any], i: dict[str, Any]) -> None:
+    # Next asks its router for the path and gets a 404; a NUL in a url is refused here.
+    assert n["status"] == 404 and i == {"status": 400, "body": '"url" parameter is invalid'}
+
+
+@dataclass(frozen=True)
+class Case:
+    query: str
+    accept: str | None = WEBP
+    method: str = "GET"
+    deviation: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.query[:90]} [{self.accept}]"
+
+
+def q(url: str, w: int, qual: int = 75, extra: str = "") -> str:
+    return f"?url={quote(url, safe='')}&w={w}&q={qual}{extra}"
+
+
+W_D, W_C = 384, 399
+
+CASES_D = [
+    # §6.1 validation, in Next's order, and the odd inputs around it
+    Case(f"?w={W_D}&q=75"), Case("?url=/test.png&q=75"), Case(f"?url=/test.png&w={W_D}"),
+    *[Case(f"?url=/test.png&w={W_D}&q={v}") for v in ("101", "0", "foo", "99.9", "13", "075", "75.0", "%2B75", "")],
+    *[Case(f"?url=/test.png&w={v}&q=75") for v in ("0", "000", "-100", "foo", "99.9", "1000", "8", "3", "0384",
+                                                    "99999999999999999999999", "%EF%BC%93%EF%BC%98%EF%BC%94", "")],
+    Case("?url=/test.png&w=0&q=foo"), Case("?url=/test.png&w=1000&q=101"),
+    Case(q("/" + "a" * 4000, W_D)), Case(q("//example.vercel.sh", W_D)), Case(q("file://example.vercel.sh:1/test.png", W_D)),
+    Case(q("ftp://example.vercel.sh:1/test.png", W_D)), Case(q("/_next/image?url=test.pngw=1&q=75", W_D)),
+    Case(q("%2F_next%2Fimage%3Furl%3Dtest.pngw%3D1%26q%3D1", W_D)), Case(q("/assets/_next/image?url=%2Ftest.png", W_D)),
+    Case(q("/_next/image/", W_D)), Case(q("/%5Fnext/image", W_D)), Case(q("/foo/../_next/image", W_D)),
+    Case(q("http://vercel.com/button", W_D)), Case(q("/test.png?v=1", W_D)), Case(q("", W_D)),
+    Case(f"?url=a&url=b&w={W_D}&q=75"), Case(f"?url=/test.png&w={W_D}&w={W_D}&q=75"), Case(f"?url=/test.png&w={W_D}&q=75&q=75"),
+    Case(q("/test.png", W_D, extra="&dpl=abc")), Case(q("/test.png#frag", W_D)), Case(q("/test.png  ", W_D), deviation=_same_image_shares_the_entry),
+    Case(q("/./x/../test%2Epng", W_D)), Case(q("http://127.0.0.1:1/x.png", W_D)), Case(q("notaurl", W_D)),
+    Case(q("/a%ZZ.png", W_D), deviation=_next_500_imgopt_400),
+    Case(q("/\\example.com/x.png", W_D), deviation=_next_500_imgopt_400),
+    Case(q("/\x00test.png", W_D), deviation=_nul_is_400),
+    # §6.3 conversion, negotiation and passthrough
+    *[Case(q(f"/{name}", W_D), accept=acc) for name in (
+        "test.png", "test.jpg", "test.webp", "test.avif", "test.gif", "test.tiff", "test.bmp", "test.ico",
+        "test.icns", "test.jp2", "test.svg", "test.pdf", "test.txt", "animated.gif", "animated.png",
+        "animated2.png", "animated.webp", "animated-odd.gif", "mountains.jpg", "äöüščří.png",
+        "dir with space/photo.jpg", "exif-rotated.jpg", "cmyk.jpg", "rgb16.png", "gray16.png",
+        "gray-alpha.png", "palette.png", "alpha.png", "progressive.jpg", "interlaced.png", "multipage.tiff",
+        "tiny.png", "tall.png", "does_not_exist.jpg", "bad/zero.png", "bad/truncated.jpg", "bad/truncated.png",
+        "bad/wrong-magic.png", "bad/magic-only.png", "bad/polyglot.gif", "bad/html.png", "bad/huge-icc.jpg",
+        "bad/many-exif.jpg", "bad/svg-script.svg",
+    ) for acc in (WEBP, "image/invalid", SAFARI)],
+    *[Case(q("/test.jpg", W_D), accept=acc) for acc in (
+        None, "*/*", "image/*", "image/png", "image/avif", CHROME, "image/webp;q=0, image/*", "image/webp;q=0.5",
+    )],
+    Case(q("/test.jpg", 1080)), Case(q("/large.jpg", 3840)), Case(q("/large.jpg", 32)), Case(q("/tall.png", 640)),
+    Case(q("/png-as-octet-stream", W_D)), Case(q("/api/no-header", W_D)), Case(q("/api/wrong-header.svg", W_D)),
+    Case(q("/max-age.png", W_D)), Case(q("/max-age.png", W_D)),  # the second one is a HIT on both
+    Case(q("/test.png", W_D), method="HEAD"), Case(q("/nope.png", W_D), method="HEAD"),
+    Case(q("/test.png", 1000), method="HEAD"),
+    Case(q("/bad/corrupt.jpg", W_D), deviation=_next_fallback_imgopt_optimizes),
+    Case(q("/bad/bomb.png", W_D), deviation=_next_serves_bomb_imgopt_400),
+    Case(q("/bad/bomb-gif.gif", W_D), deviation=_next_serves_bomb_imgopt_400),
+    Case(q("/test.png", W_D), method="POST", deviation=_post_is_405),
+]
+
+
+def remote(path: str) -> str:
+    return "{origin}" + path
+
+
+CASES_C = [
+    Case(q("/test.png", W_C), accept=CHROME), Case(q("/test.png", W_C), accept=WEBP),
+    *[Case(q("/mountains.jpg", 1080, v), accept=acc) for v in (50, 75, 100) for acc in (CHROME, WEBP, SAFARI)],
+    Case(q("/test.png", W_C, 13)), Case(q("/test.png", 400)), Case(q("/test.jpg", 1080)),
+    *[Case(q("/test.jpg", W_C), accept=acc) for acc in (
+        "image/avif", "image/webp;q=0.9,image/avif;q=0.8", "image/avif;q=0.5,image/webp", "image/*,image/webp",
+        "image/avif;q=0,image/webp", "image/avif,image/webp",
+    )],
+    *[Case(q(remote(p), W_C)) for p in (
+        "/test.png", "/test.jpg?status=404", "/nope.png", "/test.jpg?status=301&location=/test.png",
+        "/redirect-loop", "/chain/3/test.jpg", "/chain/4/test.jpg", "/no-header", "/test.svg",
+        "/test.png?ct=application/octet-stream", "/test.svg?ct=image/png", "/test.txt?ct=image/png",
+        "/test.jpg?cc=public,max-age=86400", "/test.jpg?cc=s-maxage=99999,max-age=5", "/test.jpg?cc=no-store",
+        "/test.jpg?cc=max-age=1", "/test.jpg?cc=public,%20max-age=%2231536000%22", "/gzip/test.png",
+        "/chunked/test.png", "/animated.gif", "/test.ico", "/test.jp2", "/test.bmp", "/bad/truncated.jpg",
+        "/lying-length/test.jpg", "/test.avif", "", "/dir%20with%20space/photo.jpg",
+        "/%C3%A4%C3%B6%C3%BC%C5%A1%C4%8D%C5%99%C3%AD.png", "/_next/image?url=%2Ftest.png&w=399&q=75",
+    )],
+    *[Case(q(u, W_C)) for u in (
+        "http://[::1]:{port}/test.png", "HTTP://127.0.0.1:{port}/test.png",
+        "http://127.0.0.1.:{port}/test.png", "http://2130706433:{port}/test.png", "http://127.1:{port}/test.png",
+        "http://localhost:{port}/test.png", "http://example.com:99999/x.png",
+    )],
+    *[Case(q(remote(p), W_C), deviation=_next_5xx_imgopt_502) for p in (
+        "/test.jpg?status=399", "/test.jpg?status=500", "/test.jpg?status=302", "/short-body/test.jpg",
+        "/reset/test.jpg?after=100",
+    )],
+    Case(q("http://user:pass@127.0.0.1:{port}/test.png", W_C), deviation=_userinfo_refused),
+    Case(q(remote("/test.png#x"), W_C), deviation=_same_image_shares_the_entry),
+]
+
+
+def run_case(pair: Pair, case: Case) -> None:
+    query = case.query
+    if pair.origin is not None:
+        port = pair.origin.base_url.rsplit(":", 1)[1]
+        query = query.replace(quote("{origin}", safe=""), quote(pair.origin.base_url, safe=""))
+        query = query.replace(quote("{port}", safe=""), port)
+    rn, ri = pair.both(query, case.accept, case.method)
+    n, i = seen(rn), seen(ri)
+    if case.deviation is not None:
+        case.deviation(n, i)
+    else:
+        assert i == n, f"imgopt differs from next start for {case}:\n  next   {n}\n  imgopt {i}"
+
+
+@pytest.mark.parametrize("case", CASES_D, ids=str)
+def test_profile_d_matches_next_start(pair_d: Pair, case: Case) -> None:
+    run_case(pair_d, case)
+
+
+@pytest.mark.parametrize("case", CASES_C, ids=str)
+def test_profile_c_matches_next_start(pair_c: Pair, case: Case) -> None:
+    run_case(pair_c, case)
+
+
+def test_upstream_timeout_is_504_on_both(pair_c: Pair) -> None:
+    """Spec 6.4 case 63: 8 s of upstream delay against the fixed 7 s of Next (imgopt: 7 s too)."""
+    assert pair_c.origin is not None
+    query = q(pair_c.origin.base_url + "/test.jpg?delay=8000", W_C)
+    t0 = time.monotonic()
+    rn, ri = pair_c.both(query, WEBP)
+    assert seen(ri) == seen(rn) == {"status": 504, "body": '"url" parameter is valid but upstream response timed out'}
+    assert time.monotonic() - t0 < 20
+
+
+def test_conditional_requests_match(pair_d: Pair) -> None:
+    """Spec 6.5 case 75 and the `fresh` rules: each side gets its own ETag back."""
+    results = []
+    for base in (pair_d.next_url, pair_d.imgopt_url):
+        url = f"{base}/_next/image{q('/test.jpg', W_D)}"
+        etag = httpx.get(url, headers={"accept": WEBP}).headers["etag"]
+        row = []
+        for extra in ({"if-none-match": etag}, {"if-none-match": "*"}, {"if-none-match": f"xyz, {etag}"},
+                      {"if-none-match": f"W/{etag}"}, {"if-none-match": "xyz"},
+                      {"if-none-match": etag, "cache-control": "no-cache"},
+                      {"if-none-match": etag, "if-modified-since": "Wed, 21 Oct 2015 07:28:00 GMT"}):
+            r = httpx.get(url, headers={"accept": WEBP, **extra})
+            row.append((r.status_code, len(r.content) == 0,
+                        sorted(k for k in r.headers if k in ("vary", "cache-control", "etag", "content-type",
+                                                              "content-disposition", "x-nextjs-cache"))))
+        results.append(row)
+    assert results[1] == results[0]
+    assert results[0][0][0] == 304
+
