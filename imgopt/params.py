@@ -6,6 +6,8 @@ the same status codes and messages, and returns a typed :class:`ImageRequest`.
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -210,33 +212,107 @@ def parse_remote_url(url: str) -> RemoteURL:
 
 
 def negotiate(accept: str, formats: tuple[str, ...]) -> str:
-    """Pick an output type from `formats` that Accept names literally (Next: hapi + includes).
+    """The output type Next.js picks from `formats` for this Accept header; '' keeps the source's.
 
-    Wildcards never select AVIF/WebP (an old browser that says image/* may not decode them).
-    Highest q-value wins; ties go to the order of `formats`. '' means keep the source type.
+    Next asks @hapi/accept's ``mediaType(accept, formats)`` and keeps the answer only if
+    ``accept.includes(answer)``: a type named literally (so ``image/*`` or ``*/*`` never picks
+    AVIF/WebP, which an old browser may not decode). hapi ranks the header's entries by q, then,
+    at equal q, by type and subtype *alphabetically* (wildcards last), then by how many
+    parameters they carry, then by position; neither the header's order nor `formats`' order
+    decides a tie, so ``image/webp,image/avif`` gets AVIF whatever `formats` says. Held against
+    hapi itself in tests/test_next_parity.py.
     """
-    if not accept or not formats:
+    if not formats:
         return ""
-    best, best_q = "", 0.0
-    offered: dict[str, float] = {}
-    for item in accept.split(","):
-        fields = [f.strip() for f in item.split(";")]
-        media = fields[0].lower()
-        q = 1.0
-        for f in fields[1:]:
-            k, _, v = f.partition("=")
-            if k.strip().lower() == "q":
-                try:
-                    q = float(v.strip())
-                except ValueError:
-                    q = 0.0
-        if media not in offered or q > offered[media]:
-            offered[media] = q
-    for fmt in formats:
-        q = offered.get(fmt, 0.0)
-        if q > best_q:
-            best, best_q = fmt, q
-    return best
+    entries: dict[str, _AcceptEntry] = {}
+    ranked: list[_AcceptEntry] = []
+    for pos, item in enumerate(re.sub(r"[ \t]", "", accept or "*/*").split(",")):
+        if not item:
+            continue
+        token, *params = item.split(";")
+        token = token.lower()
+        if not _HAPI_MEDIA.search(token):
+            continue
+        q, original, before_q = 1.0, "", True
+        for param in params:
+            name, sep, value = param.partition("=")
+            if not sep or not value or "=" in value:
+                return ""  # hapi throws 'Invalid accept header' (a 500 in Next): keep the source type
+            if name in ("q", "Q"):
+                before_q = False
+                q = _js_parse_float(value)
+                if not math.isfinite(q) or q > 1 or (q < 0.001 and q != 0):
+                    q = 1.0
+            elif before_q:
+                original += f";{name}={value}"
+        kind, _, sub = token.partition("/")
+        entry = _AcceptEntry(token, kind, sub, q, original, original.count(";"), pos)
+        entries[token] = entry
+        if q:
+            ranked.append(entry)
+    ranked.sort(key=functools.cmp_to_key(_hapi_order))
+    chosen = _hapi_pick(ranked, entries, formats)
+    if not chosen or chosen not in (accept or ""):
+        return ""
+    # hapi appends the entry's parameters ("image/webp;level=1"), which Next then uses as an
+    # unknown type; the type itself is what is meant.
+    return chosen.split(";", 1)[0]
+
+
+@dataclass(frozen=True)
+class _AcceptEntry:
+    token: str
+    kind: str
+    sub: str
+    q: float
+    original: str  # the parameters before q, as ';k=v' (hapi appends them to the answer)
+    specificity: int
+    pos: int
+
+
+# hapi's validMediaRx, with its alternation as written (only the first branch is anchored).
+_HAPI_MEDIA = re.compile(
+    r"^(?:\*/\*)|(?:[\w!#$%&'*+\-.^`|~]+/\*)|(?:[\w!#$%&'*+\-.^`|~]+/[\w!#$%&'*+\-.^`|~]+)$"
+)
+_JS_FLOAT = re.compile(r"[+-]?(?:Infinity|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)")
+
+
+def _js_parse_float(text: str) -> float:
+    m = _JS_FLOAT.match(text)
+    return float(m.group(0).replace("Infinity", "inf")) if m else math.nan
+
+
+def _hapi_order(a: _AcceptEntry, b: _AcceptEntry) -> int:
+    if a.q != b.q:
+        return -1 if a.q > b.q else 1
+    for x, y in ((a.kind, b.kind), (a.sub, b.sub)):
+        if x != y:
+            if x == "*":
+                return 1
+            if y == "*":
+                return -1
+            return -1 if x < y else 1
+    if a.specificity != b.specificity:
+        return b.specificity - a.specificity
+    return a.pos - b.pos
+
+
+def _hapi_pick(ranked: list[_AcceptEntry], entries: dict[str, _AcceptEntry], formats: tuple[str, ...]) -> str:
+    """hapi's preferences(): the first ranked entry that names or covers one of `formats`."""
+    prefs = [f.lower() for f in formats]
+    for e in ranked:
+        if e.kind == "*":  # */*: the formats the header does not name itself, in their order
+            for p in prefs:
+                if p not in entries:
+                    return p
+        elif e.sub != "*":
+            if e.token in prefs:
+                return e.token + e.original
+        else:  # type/*
+            for p in prefs:
+                if p.split("/", 1)[0] == e.kind and p not in entries:
+                    return p
+    return ""
 
 
 def _parse_url(query: dict[str, list[str]], cfg: ImagesConfig) -> tuple[str, str, RemoteURL | None]:

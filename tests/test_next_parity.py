@@ -20,7 +20,10 @@ answers (imgopt sends ``no-store`` and ``text/plain``), the ETag's value (imgopt
 
 from __future__ import annotations
 
+import json
+import random
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,7 @@ import pytest
 import pyvips
 
 from conftest import ROOT, ImgoptServer, free_port
+from imgopt.params import negotiate
 from origin import Origin
 from test_e2e_browser import NEXT_BIN, Proc, need, node_env, run_logged, site_deps  # noqa: F401 (fixture)
 
@@ -70,6 +74,9 @@ def parity_app(site_deps: Path, corpus: Path) -> Path:
     shutil.rmtree(public, ignore_errors=True)
     shutil.copytree(corpus, public)
     shutil.copyfile(corpus / "test.png", public / "max-age.png")
+    (public / "img").mkdir()
+    for name in ("test.png", "test.svg", "large.jpg"):
+        shutil.copyfile(corpus / name, public / "img" / name)
     return APP
 
 
@@ -106,6 +113,18 @@ def pair_d(parity_app: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def pair_c(parity_app: Path, corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     with Origin(root=corpus) as origin:
         pair, procs = start_pair("C", tmp_path_factory.mktemp("parity-c"), origin)
+        yield pair
+        for p in procs:
+            p.stop()
+
+
+@pytest.fixture(scope="module")
+def pair_s(parity_app: Path, corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    root = tmp_path_factory.mktemp("parity-s-origin")
+    for sub in ("ok", "url", "no"):
+        shutil.copytree(corpus, root / sub)
+    with Origin(root=root) as origin:
+        pair, procs = start_pair("S", tmp_path_factory.mktemp("parity-s"), origin)
         yield pair
         for p in procs:
             p.stop()
@@ -303,6 +322,27 @@ CASES_C = [
 ]
 
 
+CASES_S = [
+    # widths, qualities and formats of this config
+    *[Case(f"?url=/test.png&w={w}&q={v}", accept=acc) for w, v in ((100, 10), (200, 90), (10, 90), (384, 90), (100, 75))
+      for acc in (WEBP, CHROME)],
+    # localPatterns: /img/** without a query, /test.* with any query, nothing else
+    *[Case(q(u, 200, 90)) for u in ("/img/test.png", "/img/test.png?v=1", "/test.png?v=1", "/test.jpg",
+                                     "/mountains.jpg", "/img/../mountains.jpg", "/img/%2e%2e/mountains.jpg", "/IMG/test.png")],
+    # SVG allowed: passed through byte for byte with this CSP, inline
+    Case(q("/img/test.svg", 200, 90)), Case(q("/test.svg", 200, 90), accept=CHROME), Case(q("/test.svg", 200, 90)),
+    # remotePatterns: the object form (/ok/**) and the URL form (/url/**, no query string)
+    *[Case(q(remote(p), 200, 90)) for p in (
+        "/ok/test.png", "/ok/sub/../test.png", "/no/test.png", "/url/test.png", "/url/test.png?cc=max-age=5",
+        "/ok/test.png?cc=public,max-age=86400", "/ok/test.png?status=301&location=/ok/test.jpg", "/ok/large.jpg",
+        "/ok/test.jpg", "/ok/chunked/large.jpg", "/ok/animated.gif", "/ok/test.svg",
+    )],
+    Case(q("http://localhost:{port}/ok/test.png", 200, 90)),
+    # maximumResponseBody 30000: mountains.jpg (470 kB) is over it (local: see below)
+    Case(q(remote("/ok/mountains.jpg"), 100, 10)), Case(q(remote("/ok/chunked/mountains.jpg"), 100, 10)),
+]
+
+
 def run_case(pair: Pair, case: Case) -> None:
     query = case.query
     if pair.origin is not None:
@@ -325,6 +365,21 @@ def test_profile_d_matches_next_start(pair_d: Pair, case: Case) -> None:
 @pytest.mark.parametrize("case", CASES_C, ids=str)
 def test_profile_c_matches_next_start(pair_c: Pair, case: Case) -> None:
     run_case(pair_c, case)
+
+
+@pytest.mark.parametrize("case", CASES_S, ids=str)
+def test_profile_s_matches_next_start(pair_s: Pair, case: Case) -> None:
+    run_case(pair_s, case)
+
+
+def test_local_original_over_the_body_limit(pair_s: Pair) -> None:
+    """Spec §9 item 2: next start never answers for a local file over maximumResponseBody (an
+    unhandled ERR_MAX_BODY_SIZE_EXCEEDED); imgopt answers 413 at once."""
+    query = q("/img/large.jpg", 100, 10)
+    r = httpx.get(f"{pair_s.imgopt_url}/_next/image{query}", headers={"accept": WEBP}, timeout=30)
+    assert (r.status_code, r.text) == (413, '"url" parameter is valid but internal response is invalid')
+    with pytest.raises(httpx.TimeoutException):
+        httpx.get(f"{pair_s.next_url}/_next/image{query}", headers={"accept": WEBP}, timeout=5)
 
 
 def test_upstream_timeout_is_504_on_both(pair_c: Pair) -> None:
@@ -356,3 +411,40 @@ def test_conditional_requests_match(pair_d: Pair) -> None:
     assert results[1] == results[0]
     assert results[0][0][0] == 304
 
+
+
+def test_negotiation_matches_hapi(site_deps: Path) -> None:
+    """params.negotiate against the @hapi/accept that Next.js ships (next/dist/compiled), plus
+    Next's accept.includes() check, over 4,000 generated Accept headers and four formats lists."""
+    rnd = random.Random(26)
+    types = ["image/avif", "image/webp", "image/png", "image/*", "*/*", "IMAGE/WEBP", "Image/Avif", "text/html",
+             "application/*", "image/apng", "image/svg+xml", "video/*", "image", "*/webp", "image/webp+x"]
+    qs = ["", ";q=1", ";q=0", ";q=0.5", ";q=0.9", ";q=0.001", ";q=0.0001", ";q=1.5", ";q=abc", ";q=0.8x",
+          ";Q=0.7", ";q=", ";level=1", ";level=1;q=0.5", ";q=0.5;level=1", ";foo", ";q=-1", ";q=1e-2"]
+    headers = ["", " ", ",", "image/webp,,image/avif", "image/webp\t,\timage/avif;q=0.9"]
+    for _ in range(4000):
+        items = [rnd.choice(types) + rnd.choice(qs) for _ in range(rnd.randint(1, 6))]
+        headers.append(rnd.choice([",", ", "]).join(items))
+    formats = [["image/webp"], ["image/avif"], ["image/avif", "image/webp"], ["image/webp", "image/avif"]]
+    script = """
+      const { mediaType } = require(process.argv[1])
+      const { headers, formats } = JSON.parse(require('fs').readFileSync(0, 'utf8'))
+      const out = headers.map((h) => formats.map((f) => {
+        let m
+        try { m = mediaType(h, f) } catch { return null }  // Next does not catch it: a 500
+        return h.includes(m) ? m : ''
+      }))
+      process.stdout.write(JSON.stringify(out))
+    """
+    hapi = site_deps / "node_modules" / "next" / "dist" / "compiled" / "@hapi" / "accept"
+    r = subprocess.run([need("node", "Node.js"), "-e", script, str(hapi)], input=json.dumps({"headers": headers, "formats": formats}),
+                       capture_output=True, text=True, check=True, timeout=120)
+    expected = json.loads(r.stdout)
+    mismatches = []
+    for h, row in zip(headers, expected):
+        for f, want in zip(formats, row):
+            want = (want or "").split(";", 1)[0]  # imgopt answers the type without hapi's parameters
+            got = negotiate(h, tuple(f))
+            if got != want:
+                mismatches.append((h, f, want, got))
+    assert not mismatches, f"{len(mismatches)} differ, e.g. {mismatches[:5]}"

@@ -32,10 +32,13 @@ AVIF_WEBP = ("image/avif", "image/webp")
     ("image/avif,image/webp,image/apng,image/*,*/*;q=0.8", AVIF_WEBP, "image/avif"),
     ("image/avif,image/webp,image/apng,image/*,*/*;q=0.8", ("image/webp",), "image/webp"),
     ("image/avif;q=0.5,image/webp", AVIF_WEBP, "image/webp"),
-    ("image/webp,image/avif", AVIF_WEBP, "image/avif"),  # equal q: the formats order decides
-    ("image/webp,image/avif", ("image/webp", "image/avif"), "image/webp"),
+    # equal q: hapi ranks by subtype alphabetically, not by the header's or formats' order
+    ("image/webp,image/avif", AVIF_WEBP, "image/avif"),
+    ("image/webp,image/avif", ("image/webp", "image/avif"), "image/avif"),
     ("image/avif;q=0", AVIF_WEBP, ""),
-    ("IMAGE/WEBP", ("image/webp",), "image/webp"),
+    ("IMAGE/WEBP", ("image/webp",), ""),  # Next's accept.includes('image/webp') is case-sensitive
+    ("image/webp;level=1", ("image/webp",), "image/webp"),
+    ("image/webp;foo", ("image/webp",), ""),  # hapi throws (a 500 in Next)
 ])
 def test_negotiate(accept, formats, expected):
     assert negotiate(accept, formats) == expected

@@ -3,10 +3,13 @@
 // imgopt reads this same file (`--next-config`), so both sides always have one `images` object.
 //
 //   PARITY_PROFILE=D   Next 16's defaults (the spec's profile D)
-//   PARITY_PROFILE=C   the spec's profile C ("with next.config.js" in Next's own tests), with
-//                      PARITY_REMOTE_ORIGIN (http://127.0.0.1:PORT) allowed for remote urls
+//   PARITY_PROFILE=C   the spec's profile C ("with next.config.js" in Next's own tests)
+//   PARITY_PROFILE=S   every other option set: SVG allowed, inline, own CSP, formats in the other
+//                      order, localPatterns, remotePatterns (an object and a URL) on
+//                      PARITY_REMOTE_ORIGIN, no redirects, a 30 kB body limit, TTL 60
 const profile = process.env.PARITY_PROFILE || 'D'
-if (!['D', 'C'].includes(profile)) throw new Error(`PARITY_PROFILE must be D or C, got "${profile}"`)
+if (!['D', 'C', 'S'].includes(profile)) throw new Error(`PARITY_PROFILE must be D, C or S, got "${profile}"`)
+const origin = new URL(process.env.PARITY_REMOTE_ORIGIN || 'http://127.0.0.1:4000')
 
 const profiles = {
   D: {},
@@ -16,6 +19,24 @@ const profiles = {
     formats: ['image/avif', 'image/webp'],
     deviceSizes: [399, 1080],
     qualities: [50, 75, 100],
+  },
+  S: {
+    dangerouslyAllowSVG: true,
+    contentDispositionType: 'inline',
+    contentSecurityPolicy: "default-src 'self'; script-src 'none'; sandbox;",
+    formats: ['image/webp', 'image/avif'],
+    localPatterns: [{ pathname: '/img/**', search: '' }, { pathname: '/test.*' }],
+    remotePatterns: [
+      { protocol: 'http', hostname: origin.hostname, port: origin.port, pathname: '/ok/**' },
+      new URL(`${origin.origin}/url/**`),
+    ],
+    dangerouslyAllowLocalIP: true,
+    maximumRedirects: 0,
+    maximumResponseBody: 30000,
+    minimumCacheTTL: 60,
+    deviceSizes: [100, 200],
+    imageSizes: [10],
+    qualities: [10, 90],
   },
 }
 
