@@ -39,7 +39,8 @@ def file_name(href: str, mime: str) -> str:
 
 def content_disposition(kind: str, name: str) -> str:
     """As the content-disposition npm package: a Latin-1 fallback plus filename* when needed."""
-    fallback = _NOT_LATIN1.sub("?", name)
+    # one '?' per UTF-16 code unit, as the package's regex (no u flag) replaces: an emoji is '??'
+    fallback = _NOT_LATIN1.sub(lambda m: "??" if ord(m.group()) > 0xFFFF else "?", name)
     quoted_ok = re.fullmatch(r"[\x20-\x7e\x80-\xff]+", name) is not None
     parts = [kind]
     if quoted_ok or fallback != name:
