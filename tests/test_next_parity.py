@@ -74,7 +74,8 @@ def parity_app(site_deps: Path, corpus: Path) -> Path:
         modules.symlink_to(site_deps / "node_modules", target_is_directory=True)
     public = APP / "public"
     shutil.rmtree(public, ignore_errors=True)
-    shutil.copytree(corpus, public)
+    # not the _next/ folder another test may have put in the corpus: Next refuses public/_next
+    shutil.copytree(corpus, public, ignore=shutil.ignore_patterns("_next"))
     shutil.copyfile(corpus / "test.png", public / "max-age.png")
     (public / "img").mkdir()
     for name in ("test.png", "test.svg", "large.jpg"):
