@@ -279,6 +279,18 @@ CASES_D = [
     Case(f"?url=a&url=b&w={W_D}&q=75"), Case(f"?url=/test.png&w={W_D}&w={W_D}&q=75"), Case(f"?url=/test.png&w={W_D}&q=75&q=75"),
     Case(q("/test.png", W_D, extra="&dpl=abc")), Case(q("/test.png#frag", W_D)), Case(q("/test.png  ", W_D), deviation=_same_image_shares_the_entry),
     Case(q("/./x/../test%2Epng", W_D)), Case(q("http://127.0.0.1:1/x.png", W_D)), Case(q("notaurl", W_D)),
+    # how the query string itself is read (Node's querystring: '+' is a space, and so on)
+    *[Case(qs) for qs in (
+        "?url=/dir+with+space/photo.jpg&w=384&q=75", "?url=%2Fdir%20with%20space%2Fphoto.jpg&w=384&q=75",
+        "?url=/test.png&w=3%384&q=75", "?url=/test.png&w=384&q=7%35", "?url=/test.png&&w=384&q=75&",
+        "?=x&url=/test.png&w=384&q=75", "?url=/test.png&w%5B%5D=384&q=75", "?url%5B%5D=/test.png&w=384&q=75",
+        "?url=/test.png&w=384&q=75&__proto__=x", "?url=/test.png&w=384&q=75;x=1", "?url=/test.png&w=384&Q=75",
+        "?url=/test.png&w=384&q=75&w", "?url=/test.png&w=%33%38%34&q=75", "?url=/test.png&w=+384&q=75",
+        "?url=/test.png&w=384+&q=75", "?url=%2Ftest.png%3Fx%3D1&w=384&q=75", "?url=/test.png?&w=384&q=75",
+        "?url=/test.png%3F&w=384&q=75", "?url=/test.png%23&w=384&q=75", "?url=/test.png&w=384&q=75#frag",
+        "?url=/%74est.png&w=384&q=75", "?url=/test%2epng&w=384&q=75", "?url=%2F%2Fexample.com&w=384&q=75",
+        "?url=/%2F/example.com/x.png&w=384&q=75", "?url=/%2e%2e/test.png&w=384&q=75",
+    )],
     Case(q("/a%ZZ.png", W_D), deviation=_next_500_imgopt_400),
     Case(q("/\\example.com/x.png", W_D), deviation=_next_500_imgopt_400),
     Case(q("/\x00test.png", W_D), deviation=_nul_is_400),
