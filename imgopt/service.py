@@ -24,7 +24,7 @@ from .pool import DEADLINE, SingleFlight, WorkerPool
 log = logging.getLogger("imgopt")
 
 # Seconds between the first STALE answer for a key and the start of its background refresh.
-REFRESH_DELAY = 0.25
+REFRESH_DELAY = 0.15
 
 
 @dataclass(frozen=True)
