@@ -348,6 +348,15 @@ CASES_C = [
         "/chunked/test.png", "/animated.gif", "/test.ico", "/test.jp2", "/test.bmp", "/bad/truncated.jpg",
         "/lying-length/test.jpg", "/test.avif", "", "/dir%20with%20space/photo.jpg",
         "/%C3%A4%C3%B6%C3%BC%C5%A1%C4%8D%C5%99%C3%AD.png", "/_next/image?url=%2Ftest.png&w=399&q=75",
+        # redirects: every status Next follows, relative and absolute Locations, and the ones it does not
+        *[f"/test.jpg?status={c}&location=/test.png" for c in (301, 302, 303, 307, 308)],
+        "/test.jpg?status=302&location=test.gif", "/test.jpg?status=302&location=%2F%2F127.0.0.1%3A{port}%2Ftest.gif",
+        "/test.jpg?status=302&location=http%3A%2F%2Flocalhost%3A{port}%2Fanimated.gif",
+        "/test.jpg?status=302&location=%2Ftest.png%23frag",
+        "/test.jpg?status=302&location=%2Fnope.png", "/test.jpg?status=302&location=%2Ftest.txt",
+        "/test.jpg?status=301&location=%2Ftest.png%3Fstatus%3D302%26location%3D%252Ftest.gif",
+        "/test.jpg?status=204", "/test.jpg?status=206", "/test.jpg?status=203", "/test.jpg?status=410",
+        "/test.jpg?status=429", "/test.jpg?status=418",
     )],
     *[Case(q(u, W_C)) for u in (
         "http://[::1]:{port}/test.png", "HTTP://127.0.0.1:{port}/test.png",
@@ -356,7 +365,8 @@ CASES_C = [
     )],
     *[Case(q(remote(p), W_C), deviation=_next_5xx_imgopt_502) for p in (
         "/test.jpg?status=399", "/test.jpg?status=500", "/test.jpg?status=302", "/short-body/test.jpg",
-        "/reset/test.jpg?after=100",
+        "/reset/test.jpg?after=100", "/test.jpg?status=302&location=",
+        *[f"/test.jpg?status={c}&location=/test.png" for c in (300, 304, 305)],  # redirects Next does not follow
     )],
     Case(q("http://user:pass@127.0.0.1:{port}/test.png", W_C), deviation=_userinfo_refused),
     Case(q(remote("/test.png#x"), W_C), deviation=_same_image_shares_the_entry),
@@ -381,6 +391,10 @@ CASES_S = [
     Case(q("http://localhost:{port}/ok/test.png", 200, 90)),
     # maximumResponseBody 30000: mountains.jpg (470 kB) is over it (local: see below)
     Case(q(remote("/ok/mountains.jpg"), 100, 10)), Case(q(remote("/ok/chunked/mountains.jpg"), 100, 10)),
+    Case(q(remote("/ok/gzip/mountains.jpg"), 100, 10)), Case(q(remote("/ok/gzip/test.png"), 100, 10)),
+    Case(q(remote("/ok/lying-length/mountains.jpg"), 100, 10)),
+    # maximumRedirects 0: the first redirect is a 508
+    Case(q(remote("/ok/test.png?status=302&location=/ok/test.gif"), 100, 10)), Case(q(remote("/ok/redirect-loop"), 100, 10)),
 ]
 
 
