@@ -529,3 +529,22 @@ def test_content_disposition_matches_the_package(site_deps: Path) -> None:
     got = [content_disposition(kind, n) for n in names for kind in ("attachment", "inline")]
     mismatches = [(n, w, g) for n, w, g in zip([n for n in names for _ in (0, 1)], expected, got) if w != g]
     assert not mismatches, f"{len(mismatches)} differ, e.g. {mismatches[:5]}"
+
+
+def test_parallel_misses_are_one_fetch_on_both(pair_c: Pair) -> None:
+    """Spec 6.5 case 73: three parallel requests for an uncached slow image are MISS, MISS,
+    MISS with one body, and the upstream is asked once."""
+    import concurrent.futures
+
+    assert pair_c.origin is not None
+    seen_by: dict[str, tuple[list[str], int, int]] = {}
+    for name, base in (("next", pair_c.next_url), ("imgopt", pair_c.imgopt_url)):
+        path = f"/large.jpg?delay=500&who={name}"
+        pair_c.origin.reset_counters()
+        url = f"{base}/_next/image{q(pair_c.origin.base_url + path, 1080)}"
+        with concurrent.futures.ThreadPoolExecutor(3) as ex:
+            rs = list(ex.map(lambda _: httpx.get(url, headers={"accept": WEBP}, timeout=30), range(3)))
+        assert all(r.status_code == 200 for r in rs), [r.text for r in rs]
+        seen_by[name] = ([r.headers["x-nextjs-cache"] for r in rs], len({r.content for r in rs}),
+                         pair_c.origin.hits["/large.jpg"])
+    assert seen_by["imgopt"] == seen_by["next"] == (["MISS", "MISS", "MISS"], 1, 1)
