@@ -173,11 +173,18 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await service.aclose()
 
+    # At /_next/image, and at {basePath}/_next/image where Next serves it for a site with a
+    # basePath (a proxy may send either, with or without stripping the prefix).
+    prefixes = dict.fromkeys(["", settings.images.base_path])
+    image_routes = [
+        Route(f"{prefix}{path}", endpoint, methods=["GET", "HEAD"])
+        for prefix in prefixes
+        for path, endpoint in (("/_next/image", image), ("/_next/image/", image),
+                               ("/_next/image/placeholder", placeholder))
+    ]
     app = Starlette(
         routes=[
-            Route("/_next/image", image, methods=["GET", "HEAD"]),
-            Route("/_next/image/", image, methods=["GET", "HEAD"]),
-            Route("/_next/image/placeholder", placeholder, methods=["GET", "HEAD"]),
+            *image_routes,
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],

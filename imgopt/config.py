@@ -56,6 +56,9 @@ class ImagesConfig:
     maximum_disk_cache_size: int | None = None
     unoptimized: bool = False
     loader: str = "default"
+    # next.config's basePath (outside `images` there; --next-config brings it along): the
+    # optimizer also answers at {basePath}/_next/image, static media are {basePath}/_next/static/media
+    base_path: str = ""
     # imgopt extensions, not Next.js options (imgopt/extensions.py, docs/beyond-next.md)
     auto_quality: AutoQuality | None = None
     animated: AnimatedLimits | None = None
@@ -161,6 +164,17 @@ def parse_images_config(obj: Any) -> ImagesConfig:
             )
     except PatternError as e:
         raise ConfigError(f"images: {e}".replace("\n", " ")) from None
+    if "basePath" in obj:
+        bp = obj["basePath"]
+        if not isinstance(bp, str):
+            raise ConfigError("images.basePath: expected a string")
+        if bp and not bp.startswith("/"):
+            raise ConfigError(f'images.basePath: Specified basePath has to start with a /, found "{bp}"')
+        if bp.endswith("/") and bp != "":
+            raise ConfigError(f'images.basePath: Specified basePath should not end with /, found "{bp}"')
+        if any(c in bp for c in "?#\\") or any(ord(c) <= 0x20 for c in bp):
+            raise ConfigError(f'images.basePath: Specified basePath must be a plain path, found "{bp}"')
+        kw["base_path"] = bp
     if "loader" in obj:
         if obj["loader"] not in LOADERS:
             raise ConfigError(
@@ -208,7 +222,7 @@ _KNOWN_KEYS = {
     "deviceSizes", "imageSizes", "qualities", "formats", "minimumCacheTTL", "remotePatterns",
     "localPatterns", "domains", "dangerouslyAllowSVG", "contentSecurityPolicy",
     "contentDispositionType", "maximumResponseBody", "maximumRedirects", "dangerouslyAllowLocalIP",
-    "maximumDiskCacheSize", "loader", "unoptimized",
+    "maximumDiskCacheSize", "loader", "unoptimized", "basePath",
     "autoQuality", "animated",  # imgopt extensions
 } | _IGNORED_KEYS
 

@@ -213,6 +213,9 @@ class Fetcher:
         root = self._settings.local_root
         assert root is not None
         path, _search = split_local(url)
+        base = self._cfg.base_path
+        if base and (path == base or path.startswith(base + "/")):
+            path = path[len(base):] or "/"  # Next serves public/x at {basePath}/x
         try:
             decoded = strict_unquote(path)
         except ValueError:

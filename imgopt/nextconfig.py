@@ -119,7 +119,7 @@ try {
           ? { protocol: p.protocol.replace(/:$/, ''), hostname: p.hostname, port: p.port, pathname: p.pathname, search: p.search }
           : p)
     }
-    send({ images }, 0)
+    send({ images, basePath: typeof config.basePath === 'string' ? config.basePath : '' }, 0)
   }
 } catch (err) {
   const name = (err && err.name) || 'Error'
@@ -166,7 +166,8 @@ def _ts_flags(shown: str, version: tuple[int, int, int]) -> list[str]:
 
 def load_next_config(path: str | os.PathLike[str], *, node: str | None = None,
                      timeout: float = 60.0) -> dict[str, Any]:
-    """The ``images`` object of the Next.js config at ``path`` (a file or a project folder).
+    """The ``images`` object of the Next.js config at ``path`` (a file or a project folder),
+    with the config's ``basePath`` added to it when there is one.
 
     Runs ``node`` (found on PATH unless given). Raises ConfigError when node is missing, the
     config cannot be loaded, or it has no ``images`` section.
@@ -212,4 +213,7 @@ def load_next_config(path: str | os.PathLike[str], *, node: str | None = None,
     images = answer.get("images")
     if not isinstance(images, dict):
         raise ConfigError(f"--next-config {shown}: images: expected an object")
+    if answer.get("basePath") and "basePath" not in images:
+        # the site's basePath sits outside `images`; imgopt keeps it with them (config.py)
+        images = {**images, "basePath": answer["basePath"]}
     return images

@@ -384,7 +384,7 @@ def parse_request(raw_query: str, accept: str, cfg: ImagesConfig) -> ImageReques
     if cfg.qualities is not None and quality not in cfg.qualities:
         raise _bad(f'"q" parameter (quality) of {q} is not allowed')
 
-    is_static = remote is None and url.startswith(_STATIC_PREFIXES)
+    is_static = remote is None and url.startswith(tuple(cfg.base_path + p for p in _STATIC_PREFIXES))
     return ImageRequest(
         href=href,
         remote=remote,

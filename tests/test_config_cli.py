@@ -69,6 +69,10 @@ def test_when_the_optimizer_is_off(obj, off):
     ({"bogus": 1}, "images.bogus: unknown key"),
     ({"loader": "foo"}, "images.loader: Specified images.loader should be one of (default, imgix, cloudinary, akamai, custom), received invalid value (foo)"),
     ({"unoptimized": "yes"}, "images.unoptimized"),
+    ({"basePath": "docs"}, 'images.basePath: Specified basePath has to start with a /, found "docs"'),
+    ({"basePath": "/docs/"}, 'images.basePath: Specified basePath should not end with /, found "/docs/"'),
+    ({"basePath": "/a?b"}, "images.basePath"),
+    ({"basePath": 1}, "images.basePath: expected a string"),
 ])
 def test_bad_config_names_the_key(obj, fragment):
     with pytest.raises(ConfigError) as e:

@@ -191,6 +191,28 @@ def test_image_that_only_warns_is_still_optimized(server_d, corpus):
     assert decode(r).size == (W, 288)
 
 
+def test_base_path_with_a_local_root(make_server, corpus, tmp_path):
+    """A site with basePath /docs: Next serves public/x at /docs/x and the optimizer at
+    /docs/_next/image; with --local-root (public/ or an export's out/) imgopt reads /docs/x from
+    the root's x, and /docs/_next/static/media/ is immutable."""
+    root = tmp_path / "out"
+    (root / "_next" / "static" / "media").mkdir(parents=True)
+    (root / "test.png").write_bytes((corpus / "test.png").read_bytes())
+    (root / "_next" / "static" / "media" / "still.abc123.jpg").write_bytes((corpus / "test.jpg").read_bytes())
+    srv = make_server({"basePath": "/docs"}, "--local-root", str(root))
+    params = {"url": "/docs/test.png", "w": W, "q": Q}
+    a = httpx.get(f"{srv.url}/docs/_next/image", params=params, headers={"accept": "image/webp"})
+    b = httpx.get(f"{srv.url}/_next/image", params=params, headers={"accept": "image/webp"})
+    assert_image_headers(a, "image/webp", "test.webp")
+    assert b.status_code == 200 and b.content == a.content
+    r = httpx.get(f"{srv.url}/docs/_next/image", params={**params, "url": "/docs/_next/static/media/still.abc123.jpg"},
+                  headers={"accept": "image/webp"})
+    assert r.status_code == 200 and r.headers["cache-control"] == "public, max-age=315360000, immutable"
+    r = srv.get("/_next/static/media/still.abc123.jpg", W, Q)  # without the basePath: not static media
+    assert r.status_code == 200 and r.headers["cache-control"] == "public, max-age=14400, must-revalidate"
+    assert httpx.get(f"{srv.url}/other/_next/image", params=params).status_code == 404
+
+
 def test_trailing_space_in_local_url_is_dropped(server_d):
     """WHATWG URL parsing drops trailing spaces: next start serves /test.png for "/test.png "."""
     plain = server_d.get("/test.png", W, Q, accept="image/webp")

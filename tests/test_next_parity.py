@@ -55,13 +55,16 @@ class Pair:
     imgopt_url: str
     origin: Origin | None
     static: str  # /_next/static/media/still.<hash>.jpg of this build
+    base_path: str = ""
 
-    def both(self, query: str, accept: str | None, method: str = "GET") -> tuple[httpx.Response, httpx.Response]:
+    def both(self, query: str, accept: str | None, method: str = "GET",
+             route: str | None = None) -> tuple[httpx.Response, httpx.Response]:
         headers = {"accept-encoding": "identity"}  # Next gzips ICO/BMP/SVG passthroughs otherwise
         if accept is not None:
             headers["accept"] = accept
+        route = self.base_path + "/_next/image" if route is None else route
         return tuple(  # type: ignore[return-value]
-            httpx.request(method, f"{base}/_next/image{query}", headers=headers, timeout=30)
+            httpx.request(method, f"{base}{route}{query}", headers=headers, timeout=30)
             for base in (self.next_url, self.imgopt_url)
         )
 
@@ -102,7 +105,7 @@ def static_media(profile: str) -> str:
     return f"/_next/static/media/{found[0].name}"
 
 
-def start_pair(profile: str, tmp: Path, origin: Origin | None) -> tuple[Pair, list[Any]]:
+def start_pair(profile: str, tmp: Path, origin: Origin | None, base_path: str = "") -> tuple[Pair, list[Any]]:
     env = {"PARITY_PROFILE": profile, **({"PARITY_REMOTE_ORIGIN": origin.base_url} if origin else {})}
     node = need("node", "Node.js")
     # --webpack: Turbopack refuses a node_modules that is a link to outside the app's root.
@@ -114,13 +117,13 @@ def start_pair(profile: str, tmp: Path, origin: Origin | None) -> tuple[Pair, li
                ARTIFACTS / f"next-start-parity-{profile}.log", cwd=APP, env=node_env(NODE_ENV="production", **env))
     next_url = f"http://127.0.0.1:{port}"
     try:
-        nxt.wait_http(next_url + "/")
+        nxt.wait_http(next_url + base_path + "/")
         imgopt = ImgoptServer(tmp, None, "--next-config", str(APP / "next.config.js"), "--origin", next_url,
                               env=env).start()
     except BaseException:
         nxt.stop()
         raise
-    return Pair(next_url, imgopt.url, origin, static_media(profile)), [imgopt, nxt]
+    return Pair(next_url, imgopt.url, origin, base_path + static_media(profile), base_path), [imgopt, nxt]
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +153,14 @@ def pair_s(parity_app: Path, corpus: Path, tmp_path_factory: pytest.TempPathFact
         yield pair
         for p in procs:
             p.stop()
+
+
+@pytest.fixture(scope="module")
+def pair_b(parity_app: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    pair, procs = start_pair("B", tmp_path_factory.mktemp("parity-b"), None, base_path="/docs")
+    yield pair
+    for p in procs:
+        p.stop()
 
 
 # -- what a client sees ------------------------------------------------------------------------
@@ -398,6 +409,15 @@ CASES_S = [
 ]
 
 
+CASES_B = [  # basePath /docs: Next serves the optimizer at /docs/_next/image and public/x at /docs/x
+    Case(q("/docs/test.png", W_D)), Case(q("/docs/test.png", W_D), accept=CHROME), Case(q("/test.png", W_D)),
+    Case(q("/docs/animated.gif", W_D)), Case(q("/docs/dir with space/photo.jpg", W_D)),
+    Case(q("{static}", W_D)), Case(q("{static}", W_D), accept=SAFARI),
+    Case(q("/docs/_next/image?url=%2Fdocs%2Ftest.png&w=384&q=75", W_D)), Case(q("/docs/test.png?v=1", W_D)),
+    Case(q("/docs/test.png", 1000)), Case(q("/docs/test.png", W_D), method="HEAD"),
+]
+
+
 def run_case(pair: Pair, case: Case) -> None:
     query = case.query.replace(quote("{static}", safe=""), quote(pair.static, safe=""))
     if pair.origin is not None:
@@ -425,6 +445,21 @@ def test_profile_c_matches_next_start(pair_c: Pair, case: Case) -> None:
 @pytest.mark.parametrize("case", CASES_S, ids=str)
 def test_profile_s_matches_next_start(pair_s: Pair, case: Case) -> None:
     run_case(pair_s, case)
+
+
+@pytest.mark.parametrize("case", CASES_B, ids=str)
+def test_base_path_matches_next_start(pair_b: Pair, case: Case) -> None:
+    run_case(pair_b, case)
+
+
+def test_base_path_site_without_the_prefix(pair_b: Pair) -> None:
+    """Next answers only at /docs/_next/image; imgopt also at /_next/image, for a proxy that
+    strips the prefix (same answer as with it)."""
+    query = q("/docs/test.png", W_D)
+    rn, ri = pair_b.both(query, WEBP, route="/_next/image")
+    assert rn.status_code == 404
+    with_prefix = httpx.get(f"{pair_b.imgopt_url}/docs/_next/image{query}", headers={"accept": WEBP})
+    assert ri.status_code == 200 and ri.content == with_prefix.content
 
 
 def test_local_original_over_the_body_limit(pair_s: Pair) -> None:

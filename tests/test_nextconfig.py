@@ -67,6 +67,17 @@ def test_commonjs_with_url_remote_patterns_and_noise(tmp_path):
     assert parsed.qualities == (50, 75) and parsed.formats == ("image/avif", "image/webp")
 
 
+def test_base_path_comes_along_with_the_images(tmp_path):
+    cfg = write(tmp_path / "next.config.js", """
+        module.exports = { basePath: '/docs', images: { formats: ['image/webp'] } }
+    """)
+    images = load_next_config(cfg)
+    assert images == {"formats": ["image/webp"], "basePath": "/docs"}
+    assert parse_images_config(images).base_path == "/docs"
+    write(tmp_path / "next.config.js", "module.exports = { images: {} }")
+    assert load_next_config(cfg) == {}
+
+
 def test_esm_mjs_with_top_level_await(tmp_path):
     cfg = write(tmp_path / "next.config.mjs", """
         const sizes = await Promise.resolve([320, 640])

@@ -7,12 +7,14 @@
 //   PARITY_PROFILE=S   every other option set: SVG allowed, inline, own CSP, formats in the other
 //                      order, localPatterns, remotePatterns (an object and a URL) on
 //                      PARITY_REMOTE_ORIGIN, no redirects, a 30 kB body limit, TTL 60
+//   PARITY_PROFILE=B   Next 16's defaults under basePath /docs
 const profile = process.env.PARITY_PROFILE || 'D'
-if (!['D', 'C', 'S'].includes(profile)) throw new Error(`PARITY_PROFILE must be D, C or S, got "${profile}"`)
+if (!['D', 'C', 'S', 'B'].includes(profile)) throw new Error(`PARITY_PROFILE must be D, C, S or B, got "${profile}"`)
 const origin = new URL(process.env.PARITY_REMOTE_ORIGIN || 'http://127.0.0.1:4000')
 
 const profiles = {
   D: {},
+  B: {},
   C: {
     dangerouslyAllowLocalIP: true, // the remote origin of the test runs on 127.0.0.1
     domains: ['localhost', '127.0.0.1', 'example.com'],
@@ -43,6 +45,7 @@ const profiles = {
 /** @type {import('next').NextConfig} */
 module.exports = {
   distDir: `.next-${profile}`,
+  ...(profile === 'B' ? { basePath: '/docs' } : {}),
   images: profiles[profile],
   // An upstream max-age above minimumCacheTTL (spec 6.5 case 77).
   async headers() {
