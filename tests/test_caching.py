@@ -50,6 +50,15 @@ def test_concurrent_misses_share_one_fetch(make_server, origin):
     assert origin.hits["/large.jpg"] == 1
 
 
+def expire_then_two_parallel_stale(srv, url: str, ttl: float, first: httpx.Response) -> None:
+    """Wait out the TTL, then two parallel requests: both STALE, both the old bytes."""
+    time.sleep(ttl + 0.2)
+    with concurrent.futures.ThreadPoolExecutor(2) as ex:
+        stale = list(ex.map(lambda _: srv.get(url, W, Q, accept="image/png"), range(2)))
+    assert [r.headers["x-nextjs-cache"] for r in stale] == ["STALE", "STALE"]
+    assert all(r.content == first.content for r in stale)
+
+
 def test_stale_while_revalidate(make_server, origin):
     ttl = 3
     srv = make_server({**PROFILE_C, "minimumCacheTTL": ttl})
@@ -63,11 +72,7 @@ def test_stale_while_revalidate(make_server, origin):
     second = srv.get(url, W, Q, accept="image/png")
     if time.monotonic() - t0 < ttl:
         assert second.headers["x-nextjs-cache"] == "HIT"
-    time.sleep(ttl + 0.2)
-    with concurrent.futures.ThreadPoolExecutor(2) as ex:
-        stale = list(ex.map(lambda _: srv.get(url, W, Q, accept="image/png"), range(2)))
-    assert [r.headers["x-nextjs-cache"] for r in stale] == ["STALE", "STALE"]
-    assert all(r.content == first.content for r in stale)
+    expire_then_two_parallel_stale(srv, url, ttl, first)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         r = srv.get(url, W, Q, accept="image/png")
@@ -91,11 +96,7 @@ def test_parallel_requests_on_an_expired_entry_are_all_stale(make_server, origin
     url = f"{origin.base_url}/stateful/fast{run}.png"
     first = srv.get(url, W, Q, accept="image/png")
     assert first.headers["x-nextjs-cache"] == "MISS"
-    time.sleep(ttl + 0.2)
-    with concurrent.futures.ThreadPoolExecutor(2) as ex:
-        stale = list(ex.map(lambda _: srv.get(url, W, Q, accept="image/png"), range(2)))
-    assert [r.headers["x-nextjs-cache"] for r in stale] == ["STALE", "STALE"]
-    assert all(r.content == first.content for r in stale)
+    expire_then_two_parallel_stale(srv, url, ttl, first)
     time.sleep(1.0)
     after = srv.get(url, W, Q, accept="image/png")
     assert after.headers["x-nextjs-cache"] == "HIT" and after.content != first.content

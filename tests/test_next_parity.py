@@ -20,6 +20,7 @@ answers (imgopt sends ``no-store`` and ``text/plain``), the ETag's value (imgopt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
@@ -105,7 +106,9 @@ def static_media(profile: str) -> str:
     return f"/_next/static/media/{found[0].name}"
 
 
-def start_pair(profile: str, tmp: Path, origin: Origin | None, base_path: str = "") -> tuple[Pair, list[Any]]:
+@contextlib.contextmanager
+def running_pair(profile: str, tmp: Path, origin: Origin | None = None, base_path: str = "") -> Iterator[Pair]:
+    """next build + next start of the app under `profile`, and imgopt in front of it."""
     env = {"PARITY_PROFILE": profile, **({"PARITY_REMOTE_ORIGIN": origin.base_url} if origin else {})}
     node = need("node", "Node.js")
     # --webpack: Turbopack refuses a node_modules that is a link to outside the app's root.
@@ -120,27 +123,24 @@ def start_pair(profile: str, tmp: Path, origin: Origin | None, base_path: str = 
         nxt.wait_http(next_url + base_path + "/")
         imgopt = ImgoptServer(tmp, None, "--next-config", str(APP / "next.config.js"), "--origin", next_url,
                               env=env).start()
-    except BaseException:
+        try:
+            yield Pair(next_url, imgopt.url, origin, base_path + static_media(profile), base_path)
+        finally:
+            imgopt.stop()
+    finally:
         nxt.stop()
-        raise
-    return Pair(next_url, imgopt.url, origin, base_path + static_media(profile), base_path), [imgopt, nxt]
 
 
 @pytest.fixture(scope="module")
 def pair_d(parity_app: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    pair, procs = start_pair("D", tmp_path_factory.mktemp("parity-d"), None)
-    yield pair
-    for p in procs:
-        p.stop()
+    with running_pair("D", tmp_path_factory.mktemp("parity-d")) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")
 def pair_c(parity_app: Path, corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    with Origin(root=corpus) as origin:
-        pair, procs = start_pair("C", tmp_path_factory.mktemp("parity-c"), origin)
+    with Origin(root=corpus) as origin, running_pair("C", tmp_path_factory.mktemp("parity-c"), origin) as pair:
         yield pair
-        for p in procs:
-            p.stop()
 
 
 @pytest.fixture(scope="module")
@@ -148,19 +148,14 @@ def pair_s(parity_app: Path, corpus: Path, tmp_path_factory: pytest.TempPathFact
     root = tmp_path_factory.mktemp("parity-s-origin")
     for sub in ("ok", "url", "no"):
         shutil.copytree(corpus, root / sub)
-    with Origin(root=root) as origin:
-        pair, procs = start_pair("S", tmp_path_factory.mktemp("parity-s"), origin)
+    with Origin(root=root) as origin, running_pair("S", tmp_path_factory.mktemp("parity-s"), origin) as pair:
         yield pair
-        for p in procs:
-            p.stop()
 
 
 @pytest.fixture(scope="module")
 def pair_b(parity_app: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    pair, procs = start_pair("B", tmp_path_factory.mktemp("parity-b"), None, base_path="/docs")
-    yield pair
-    for p in procs:
-        p.stop()
+    with running_pair("B", tmp_path_factory.mktemp("parity-b"), base_path="/docs") as pair:
+        yield pair
 
 
 # -- what a client sees ------------------------------------------------------------------------
