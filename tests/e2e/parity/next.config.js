@@ -6,7 +6,7 @@
 //   PARITY_PROFILE=C   the spec's profile C ("with next.config.js" in Next's own tests)
 //   PARITY_PROFILE=S   every other option set: SVG allowed, inline, own CSP, formats in the other
 //                      order, localPatterns, remotePatterns (an object and a URL) on
-//                      PARITY_REMOTE_ORIGIN, no redirects, a 30 kB body limit, TTL 60
+//                      PARITY_REMOTE_ORIGIN, no redirects, a 30 kB body limit, TTL 600
 //   PARITY_PROFILE=B   Next 16's defaults under basePath /docs
 const profile = process.env.PARITY_PROFILE || 'D'
 if (!['D', 'C', 'S', 'B'].includes(profile)) throw new Error(`PARITY_PROFILE must be D, C, S or B, got "${profile}"`)
@@ -35,7 +35,7 @@ const profiles = {
     dangerouslyAllowLocalIP: true,
     maximumRedirects: 0,
     maximumResponseBody: 30000,
-    minimumCacheTTL: 60,
+    minimumCacheTTL: 600, // long enough that no entry expires during the run
     deviceSizes: [100, 200],
     imageSizes: [10],
     qualities: [10, 90],
