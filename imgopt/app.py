@@ -123,13 +123,7 @@ def create_app(settings: Settings) -> Starlette:
     metrics.configure_access_log()
     requests = RequestMemo(settings.images)
 
-    off = settings.images.optimizer_off
-    if off:
-        log.warning("%s: /_next/image answers 404, as in Next.js", off)
-
     async def image(request: Request) -> Response:
-        if off:
-            return error_response(ImageError(404, f"Not Found: image optimization is off ({off})"))
         try:
             req = requests.parse(
                 request.scope.get("query_string", b"").decode("utf-8", "replace"),
@@ -144,8 +138,6 @@ def create_app(settings: Settings) -> Starlette:
             return error_response(ImageError(500, "Internal error while optimizing the image"))
 
     async def placeholder(request: Request) -> Response:
-        if off:
-            return error_response(ImageError(404, f"Not Found: image optimization is off ({off})"))
         try:
             req = parse_placeholder_request(
                 request.scope.get("query_string", b"").decode("utf-8", "replace"), settings.images
@@ -175,6 +167,15 @@ def create_app(settings: Settings) -> Starlette:
 
     # At /_next/image, and at {basePath}/_next/image where Next serves it for a site with a
     # basePath (a proxy may send either, with or without stripping the prefix).
+    # With the optimizer off (unoptimized, another loader) every image route answers 404.
+    off = settings.images.optimizer_off
+    if off:
+        log.warning("%s: /_next/image answers 404, as in Next.js", off)
+
+        async def optimizer_off(request: Request) -> Response:
+            return error_response(ImageError(404, f"Not Found: image optimization is off ({off})"))
+
+        image = placeholder = optimizer_off
     prefixes = dict.fromkeys(["", settings.images.base_path])
     image_routes = [
         Route(f"{prefix}{path}", endpoint, methods=["GET", "HEAD"])

@@ -170,7 +170,7 @@ def parse_images_config(obj: Any) -> ImagesConfig:
             raise ConfigError("images.basePath: expected a string")
         if bp and not bp.startswith("/"):
             raise ConfigError(f'images.basePath: Specified basePath has to start with a /, found "{bp}"')
-        if bp.endswith("/") and bp != "":
+        if bp.endswith("/"):
             raise ConfigError(f'images.basePath: Specified basePath should not end with /, found "{bp}"')
         if any(c in bp for c in "?#\\") or any(ord(c) <= 0x20 for c in bp):
             raise ConfigError(f'images.basePath: Specified basePath must be a plain path, found "{bp}"')
