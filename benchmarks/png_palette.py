@@ -6,6 +6,7 @@ Sets: the corpus PNGs x 640/1080/1920 (the cold run's widths), the test suite's 
 
   python benchmarks/png_palette.py
   python benchmarks/png_palette.py --sizes    # Next / effort 6 / effort 5 by output size
+  python benchmarks/png_palette.py --zlib     # effort 5/6 with zlib level 9 instead of 6, every set
 """
 
 from __future__ import annotations
@@ -66,6 +67,16 @@ SIZE_VARIANTS = {
 }
 
 
+ZLIB_VARIANTS = {
+    "Next: effort 7, dither 1.0": dict(effort=7, dither=1.0),
+    "effort 6, dither 0.25 (imgopt before)": dict(effort=6, dither=0.25),
+    "effort 6, dither 0.25, zlib 9": dict(effort=6, dither=0.25, compression=9),
+    "effort 5, dither 0.25": dict(effort=5, dither=0.25),
+    "effort 5, dither 0.25, zlib 8": dict(effort=5, dither=0.25, compression=8),
+    "effort 5, dither 0.25, zlib 9": dict(effort=5, dither=0.25, compression=9),
+}
+
+
 def _size_sets() -> dict[str, list[pyvips.Image]]:
     """Does effort 5 hold Next's bytes on large outputs, where the quantiser's CPU is?"""
     sets: dict[str, list[pyvips.Image]] = {}
@@ -81,13 +92,19 @@ def main() -> int:
     pyvips.cache_set_max(0)
     if "--sizes" in sys.argv[1:]:
         return _table(_size_sets(), SIZE_VARIANTS)
+    if "--zlib" in sys.argv[1:]:
+        return _table({**_main_sets(), **_size_sets()}, ZLIB_VARIANTS)
+    return _table(_main_sets(), VARIANTS)
+
+
+def _main_sets() -> dict[str, list[pyvips.Image]]:
     sets: dict[str, list[pyvips.Image]] = {}
     for p in [p for p in C.load_corpus(["png"]) if p.format == "png"]:
         sets[p.name] = [C.raw_thumbnail(p.data, w).copy_memory() for w in (640, 1080, 1920)]
     sets["synthetic photos"] = [_pil(_photo(960, 640, seed=s)) for s in (3, 7, 11)]
     sets["synthetic graphics"] = [_pil(_graphic(960, 640, seed=s)) for s in (3, 7, 11)]
     sets["smooth gradient"] = [_gradient()]
-    return _table(sets, VARIANTS)
+    return sets
 
 
 def _table(sets: dict[str, list[pyvips.Image]], variants: dict[str, dict]) -> int:

@@ -339,15 +339,17 @@ ENCODERS: dict[str, Callable[[pyvips.Image, int], bytes]] = {
         Q=_matched_quality(q), optimize_coding=True, trellis_quant=True, overshoot_deringing=True,
         optimize_scans=True, quant_table=3, interlace=True, subsample_mode="on", keep="none",
     ),
-    # PNG: palette at quality q like sharp's png({quality}), with quantiser effort 6 and a quarter
+    # PNG: palette at quality q like sharp's png({quality}), with quantiser effort 5 and a quarter
     # of Floyd-Steinberg dithering where sharp uses effort 7 and full dithering. Dithering adds
     # noise that costs bytes and SSIM. Against Next's settings at q=75 (benchmarks/FRONTIER.md,
-    # "PNG"; `python benchmarks/png_palette.py`): ladybird-alpha.png 0.975x bytes at SSIM-Y
-    # +0.002, calla.png 0.37x (+0.027), grainy synthetic photos 0.99x (+0.003), synthetic
-    # graphics 0.50x (+0.045), a smooth gradient 0.38x (+0.059); encode CPU 0.57-0.97x. Dither
-    # 0.5 (imgopt before) was larger with lower SSIM on every set; effort 5 or 4 is cheaper
-    # but up to 1-13% larger than Next's on grainy photos.
-    PNG: lambda img, q: img.pngsave_buffer(palette=True, Q=q, effort=6, dither=0.25, compression=6, keep="none"),
+    # "PNG"; `python benchmarks/png_palette.py --zlib`): ladybird-alpha.png (a real photo)
+    # 0.96-0.99x bytes at SSIM-Y +0.000 to +0.004 from 640 to 2560 px, calla.png 0.26-0.36x
+    # (+0.03), synthetic graphics 0.55x (+0.043), a smooth gradient 0.40x (+0.057); encode CPU
+    # about half of effort 6's on the photos (the palette PNGs were ~15% of a cold run's CPU).
+    # On grainy synthetic noise it is 0.98-1.18x Next's bytes image by image (1.01x over a set),
+    # at higher SSIM: effort 6 held Next's bytes there a little better (0.99-1.06x) at twice the
+    # CPU on real photos. Dither 0.5 was larger with lower SSIM on every set.
+    PNG: lambda img, q: img.pngsave_buffer(palette=True, Q=q, effort=5, dither=0.25, compression=6, keep="none"),
     GIF: lambda img, q: img.gifsave_buffer(keep="none"),
     # Security fix (issue #4): compressed. Uncompressed, a tall flat TIFF of a few hundred KB
     # within the pixel limit (1000x268000) came back as a 268-800 MB buffer per request.
