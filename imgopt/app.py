@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -14,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from . import metrics
+from . import encoding, metrics
 from .config import Settings
 from .errors import ImageError
 from .params import RequestMemo, parse_placeholder_request
@@ -26,6 +27,7 @@ log = logging.getLogger("imgopt")
 STATIC_CACHE_CONTROL = "public, max-age=315360000, immutable"
 _NO_CACHE = re.compile(r"(?:^|,)\s*no-cache\s*(?:,|$)", re.I)
 _NOT_LATIN1 = re.compile(r"[^\x20-\x7e\xa0-\xff]")
+_ENCODE_INLINE = 256 << 10  # larger bodies are compressed off the event loop
 
 
 def file_name(href: str, mime: str) -> str:
@@ -73,7 +75,7 @@ def error_response(e: ImageError) -> Response:
     return PlainTextResponse(e.message, status_code=e.status, headers=headers)
 
 
-def image_response(request: Request, served: Served, href: str, is_static: bool, settings: Settings) -> Response:
+async def image_response(request: Request, served: Served, href: str, is_static: bool, settings: Settings) -> Response:
     entry = served.entry
     headers = {
         "Vary": "Accept",
@@ -89,10 +91,19 @@ def image_response(request: Request, served: Served, href: str, is_static: bool,
         "Content-Security-Policy": cfg.content_security_policy,
         "X-Content-Type-Options": "nosniff",
         "X-Nextjs-Cache": served.state,
-        "Content-Length": str(len(entry.body)),
     })
-    body = b"" if request.method == "HEAD" else entry.body
-    return Response(body, status_code=200, headers=headers)
+    body = entry.body
+    if entry.mime in encoding.COMPRESSIBLE:  # SVG, BMP, ICO: as Next's compression middleware
+        headers["Vary"] = "Accept, Accept-Encoding"
+        coding = encoding.choose(", ".join(request.headers.getlist("accept-encoding")) or None)
+        if coding and request.method != "HEAD" and len(body) >= encoding.THRESHOLD:
+            if len(body) > _ENCODE_INLINE:
+                body = await asyncio.to_thread(encoding.encode, body, coding)
+            else:
+                body = encoding.encode(body, coding)
+            headers["Content-Encoding"] = coding
+    headers["Content-Length"] = str(len(body))
+    return Response(b"" if request.method == "HEAD" else body, status_code=200, headers=headers)
 
 
 def placeholder_response(request: Request, served: Served) -> Response:
@@ -130,7 +141,7 @@ def create_app(settings: Settings) -> Starlette:
                 request.headers.get("accept", ""),
             )
             served = await service.get(req)
-            return image_response(request, served, req.href, req.is_static, settings)
+            return await image_response(request, served, req.href, req.is_static, settings)
         except ImageError as e:
             return error_response(e)
         except Exception:  # a bug must still get an answer, and a trace in the log
