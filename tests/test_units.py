@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.requests import Request
 
+from imgopt import encoding
 from imgopt.app import content_disposition, file_name, is_fresh
 from imgopt.cache import Entry, cache_key, decode_entry, encode_entry, get_max_age
 from imgopt.config import ImagesConfig
@@ -261,3 +262,22 @@ def test_js_int_string_matches_node():
     out = subprocess.run([node, "-e", script], input=json.dumps(cases), capture_output=True, text=True, check=True, timeout=60)
     expected = json.loads(out.stdout)
     assert [js_int_string(c) for c in cases] == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(list("gzipdeflatbrIDENTY*xq=0.5;, \t-\x00é") + ["gzip", "deflate", ";q=", "identity"]),
+                max_size=20).map("".join))
+def test_content_coding_choice_never_fails(header):
+    """Any Accept-Encoding header gets an answer; what it is, is checked against the package in test_next_parity."""
+    assert encoding.choose(header) in ("gzip", "deflate", None)
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate"])
+def test_encoded_bodies_decode_to_the_original(coding):
+    import gzip as gz
+    import zlib
+
+    body = bytes(range(256)) * 40
+    out = encoding.encode(body, coding)
+    assert len(out) < len(body)
+    assert (gz.decompress(out) if coding == "gzip" else zlib.decompress(out)) == body
