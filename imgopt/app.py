@@ -106,6 +106,15 @@ async def image_response(request: Request, served: Served, href: str, is_static:
     return Response(b"" if request.method == "HEAD" else body, status_code=200, headers=headers)
 
 
+async def without_trailing_slash(request: Request) -> Response:
+    """Next's redirect for a path with a trailing slash (no trailingSlash in next.config)."""
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    location = request.url.path.rstrip("/") + (f"?{query}" if query else "")
+    # Next sends the location as the body, with no Content-Type
+    return Response(location.encode("latin-1", "replace"), status_code=308,
+                    headers={"Location": location, "Refresh": f"0;url={location}"})
+
+
 def placeholder_response(request: Request, served: Served) -> Response:
     """The placeholder JSON (imgopt/placeholder.py) with the images' caching headers."""
     entry = served.entry
@@ -187,11 +196,14 @@ def create_app(settings: Settings) -> Starlette:
             return error_response(ImageError(404, f"Not Found: image optimization is off ({off})"))
 
         image = placeholder = optimizer_off
+    # /_next/image/: served with next.config's trailingSlash (spec 6.2 case 29); otherwise a 308
+    # to the path without the slash, with the query, as Next's trailing-slash redirect
+    slashed = image if settings.images.trailing_slash or off else without_trailing_slash
     prefixes = dict.fromkeys(["", settings.images.base_path])
     image_routes = [
         Route(f"{prefix}{path}", endpoint, methods=["GET", "HEAD"])
         for prefix in prefixes
-        for path, endpoint in (("/_next/image", image), ("/_next/image/", image),
+        for path, endpoint in (("/_next/image", image), ("/_next/image/", slashed),
                                ("/_next/image/placeholder", placeholder))
     ]
     app = Starlette(

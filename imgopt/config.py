@@ -59,6 +59,8 @@ class ImagesConfig:
     # next.config's basePath (outside `images` there; --next-config brings it along): the
     # optimizer also answers at {basePath}/_next/image, static media are {basePath}/_next/static/media
     base_path: str = ""
+    # next.config's trailingSlash (likewise): without it /_next/image/ is a 308 to /_next/image
+    trailing_slash: bool = False
     # imgopt extensions, not Next.js options (imgopt/extensions.py, docs/beyond-next.md)
     auto_quality: AutoQuality | None = None
     animated: AnimatedLimits | None = None
@@ -175,6 +177,10 @@ def parse_images_config(obj: Any) -> ImagesConfig:
         if any(c in bp for c in "?#\\") or any(ord(c) <= 0x20 for c in bp):
             raise ConfigError(f'images.basePath: Specified basePath must be a plain path, found "{bp}"')
         kw["base_path"] = bp
+    if "trailingSlash" in obj:
+        if not isinstance(obj["trailingSlash"], bool):
+            raise ConfigError("images.trailingSlash: expected a boolean")
+        kw["trailing_slash"] = obj["trailingSlash"]
     if "loader" in obj:
         if obj["loader"] not in LOADERS:
             raise ConfigError(
@@ -222,7 +228,7 @@ _KNOWN_KEYS = {
     "deviceSizes", "imageSizes", "qualities", "formats", "minimumCacheTTL", "remotePatterns",
     "localPatterns", "domains", "dangerouslyAllowSVG", "contentSecurityPolicy",
     "contentDispositionType", "maximumResponseBody", "maximumRedirects", "dangerouslyAllowLocalIP",
-    "maximumDiskCacheSize", "loader", "unoptimized", "basePath",
+    "maximumDiskCacheSize", "loader", "unoptimized", "basePath", "trailingSlash",
     "autoQuality", "animated",  # imgopt extensions
 } | _IGNORED_KEYS
 

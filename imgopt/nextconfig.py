@@ -119,7 +119,7 @@ try {
           ? { protocol: p.protocol.replace(/:$/, ''), hostname: p.hostname, port: p.port, pathname: p.pathname, search: p.search }
           : p)
     }
-    send({ images, basePath: typeof config.basePath === 'string' ? config.basePath : '' }, 0)
+    send({ images, basePath: typeof config.basePath === 'string' ? config.basePath : '', trailingSlash: config.trailingSlash === true }, 0)
   }
 } catch (err) {
   const name = (err && err.name) || 'Error'
@@ -167,7 +167,7 @@ def _ts_flags(shown: str, version: tuple[int, int, int]) -> list[str]:
 def load_next_config(path: str | os.PathLike[str], *, node: str | None = None,
                      timeout: float = 60.0) -> dict[str, Any]:
     """The ``images`` object of the Next.js config at ``path`` (a file or a project folder),
-    with the config's ``basePath`` added to it when there is one.
+    with the config's ``basePath`` (and ``trailingSlash: true``) added to it when there is one.
 
     Runs ``node`` (found on PATH unless given). Raises ConfigError when node is missing, the
     config cannot be loaded, or it has no ``images`` section.
@@ -216,4 +216,6 @@ def load_next_config(path: str | os.PathLike[str], *, node: str | None = None,
     if answer.get("basePath") and "basePath" not in images:
         # the site's basePath sits outside `images`; imgopt keeps it with them (config.py)
         images = {**images, "basePath": answer["basePath"]}
+    if answer.get("trailingSlash") and "trailingSlash" not in images:
+        images = {**images, "trailingSlash": True}  # likewise
     return images

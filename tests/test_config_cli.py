@@ -73,6 +73,7 @@ def test_when_the_optimizer_is_off(obj, off):
     ({"basePath": "/docs/"}, 'images.basePath: Specified basePath should not end with /, found "/docs/"'),
     ({"basePath": "/a?b"}, "images.basePath"),
     ({"basePath": 1}, "images.basePath: expected a string"),
+    ({"trailingSlash": "yes"}, "images.trailingSlash: expected a boolean"),
 ])
 def test_bad_config_names_the_key(obj, fragment):
     with pytest.raises(ConfigError) as e:

@@ -662,3 +662,20 @@ def test_parallel_misses_are_one_fetch_on_both(pair_c: Pair) -> None:
         seen_by[name] = ([r.headers["x-nextjs-cache"] for r in rs], len({r.content for r in rs}),
                          pair_c.origin.hits["/large.jpg"])
     assert seen_by["imgopt"] == seen_by["next"] == (["MISS", "MISS", "MISS"], 1, 1)
+
+
+
+def test_trailing_slash_redirects_as_next(pair_d: Pair, pair_b: Pair) -> None:
+    """Without trailingSlash in next.config, /_next/image/ is Next's 308 to the path without the
+    slash, query kept (with trailingSlash: true it is served: tests/test_validation.py)."""
+    rows: dict[str, list[tuple]] = {}
+    for name, d_base, b_base in (("next", pair_d.next_url, pair_b.next_url),
+                                 ("imgopt", pair_d.imgopt_url, pair_b.imgopt_url)):
+        rows[name] = []
+        for base, route in ((d_base, "/_next/image/"), (b_base, "/docs/_next/image/")):
+            for method in ("GET", "HEAD"):
+                r = httpx.request(method, f"{base}{route}{q('/test.png', W_D)}", headers={"accept": WEBP})
+                rows[name].append((route, method, r.status_code, r.headers.get("location"), r.headers.get("refresh"),
+                                   r.headers.get("content-type"), r.text))
+    assert rows["imgopt"] == rows["next"]
+    assert rows["next"][0][2] == 308 and rows["next"][0][3] == "/_next/image" + q("/test.png", W_D)

@@ -78,6 +78,16 @@ def test_base_path_comes_along_with_the_images(tmp_path):
     assert load_next_config(cfg) == {}
 
 
+def test_trailing_slash_comes_along_with_the_images(tmp_path):
+    cfg = write(tmp_path / "next.config.js", "module.exports = { trailingSlash: true, images: {} }")
+    images = load_next_config(cfg)
+    assert images == {"trailingSlash": True}
+    assert parse_images_config(images).trailing_slash is True
+    write(tmp_path / "next.config.js", "module.exports = { trailingSlash: 'yes', images: {} }")
+    assert load_next_config(cfg) == {}  # Next's own check is `=== true`
+    assert parse_images_config({}).trailing_slash is False
+
+
 def test_esm_mjs_with_top_level_await(tmp_path):
     cfg = write(tmp_path / "next.config.mjs", """
         const sizes = await Promise.resolve([320, 640])

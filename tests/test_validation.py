@@ -89,7 +89,23 @@ def test_route_level(server_d):
     assert "GET" in r.headers["allow"]
     assert httpx.get(server_d.url + "/nope").status_code == 404
     r = httpx.get(server_d.url + f"/_next/image/?url=/test.png&w={W}&q={Q}", headers={"Accept": "image/webp"})
-    assert r.status_code == 200  # trailingSlash form
+    assert r.status_code == 308  # Next's trailing-slash redirect (compared with next start in test_next_parity)
+    assert r.headers["location"] == f"/_next/image?url=/test.png&w={W}&q={Q}"
+    assert r.headers["refresh"] == f"0;url=/_next/image?url=/test.png&w={W}&q={Q}"
+    assert "content-type" not in r.headers
+    r = httpx.get(server_d.url + f"/_next/image/?url=/test.png&w={W}&q={Q}", headers={"Accept": "image/webp"},
+                  follow_redirects=True)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/webp"
+
+
+def test_trailing_slash_config_serves_the_slashed_path(make_server, corpus):
+    """Spec 6.2 case 29: with trailingSlash: true, /_next/image/?url=… is a 200."""
+    import httpx
+
+    srv = make_server({"trailingSlash": True}, "--local-root", str(corpus))
+    for route in ("/_next/image/", "/_next/image"):
+        r = httpx.get(srv.url + f"{route}?url=/test.png&w={W}&q={Q}", headers={"Accept": "image/webp"})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/webp", route
 
 
 def test_relative_url_without_root_or_origin_is_a_clear_400(make_server):
