@@ -168,13 +168,33 @@ def split_local(url: str) -> tuple[str, str]:
     return normalize_path(path), (f"?{query}" if query else "")
 
 
+_SPECIAL_SCHEME = re.compile(r"(https?):[/\\]*", re.I)
+
+
+def whatwg_prepare(url: str) -> str:
+    """What `new URL()` does before parsing an http(s) url, so urlsplit sees the same url.
+
+    Leading and trailing C0 controls and spaces are trimmed and tabs and newlines dropped
+    anywhere. After a special scheme, any run of slashes and backslashes, none included, opens
+    the authority (``http:/h``, ``http:h``, ``http:\\\\h`` and ``http:///h`` all mean
+    ``http://h``), and before the query a backslash is a slash."""
+    url = re.sub(r"[\t\n\r]", "", url.strip("".join(map(chr, range(0x21)))))
+    m = _SPECIAL_SCHEME.match(url)
+    if not m:
+        return url
+    rest = url[m.end():]
+    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    return f"{m.group(1)}://{rest[:cut].replace(chr(92), '/')}{rest[cut:]}"
+
+
 def parse_remote_url(url: str) -> RemoteURL:
     """Parse an absolute URL; ImageError 400 'invalid' for anything new URL() or we refuse."""
     invalid = _bad('"url" parameter is invalid')
-    if any(ord(c) < 0x20 or c == "\x7f" for c in url.strip()):
+    url = whatwg_prepare(url)
+    if any(ord(c) < 0x20 or c == "\x7f" for c in url):
         raise invalid
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(url)
         port = parts.port
     except ValueError:
         raise invalid from None

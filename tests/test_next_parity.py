@@ -370,6 +370,12 @@ CASES_C = [
         "http://[::1]:{port}/test.png", "HTTP://127.0.0.1:{port}/test.png",
         "http://127.0.0.1.:{port}/test.png", "http://2130706433:{port}/test.png", "http://127.1:{port}/test.png",
         "http://localhost:{port}/test.png", "http://example.com:99999/x.png",
+        # WHATWG's leniency for http(s): any run of / and \ after the scheme, \ as / in the path,
+        # tabs and newlines dropped, C0 and spaces trimmed at the ends
+        "http:/127.0.0.1:{port}/test.png", "http:127.0.0.1:{port}/test.png", "HTTP:///127.0.0.1:{port}/test.png",
+        "http:\\\\127.0.0.1:{port}\\test.png", "http://127.0.0.1:{port}/img\\..\\test.png",
+        "http://127.0.0.1:{port}/te\tst.png", "http://127.0.0.1:{port}/test.png\n", " http://127.0.0.1:{port}/test.png",
+        "http:", "http:///", "http:\\\\/test.png",
     )],
     *[Case(q(remote(p), W_C), deviation=_next_5xx_imgopt_502) for p in (
         "/test.jpg?status=399", "/test.jpg?status=500", "/test.jpg?status=302", "/short-body/test.jpg",
