@@ -10,7 +10,7 @@ import functools
 import math
 import re
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from .config import ImagesConfig
@@ -213,6 +213,10 @@ def parse_remote_url(url: str) -> RemoteURL:
     if ":" in host:  # IPv6 literal (urlsplit strips brackets)
         if not re.fullmatch(r"[0-9a-f:.]+", host):
             raise invalid
+        try:
+            host = IPv6Address(host).compressed  # WHATWG's form: [0:0::1] is [::1] (one cache key)
+        except ValueError:
+            raise invalid from None
     else:
         if _HOST_FORBIDDEN.search(host):
             raise invalid

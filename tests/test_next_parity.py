@@ -367,7 +367,8 @@ CASES_C = [
         "/test.jpg?status=429", "/test.jpg?status=418",
     )],
     *[Case(q(u, W_C)) for u in (
-        "http://[::1]:{port}/test.png", "HTTP://127.0.0.1:{port}/test.png",
+        "http://[::1]:{port}/test.png", "http://[0:0::1]:{port}/test.png",  # one cache entry: HIT on both
+        "http://[0000:0000:0000:0000:0000:0000:0000:0001]:{port}/test.png", "HTTP://127.0.0.1:{port}/test.png",
         "http://127.0.0.1.:{port}/test.png", "http://2130706433:{port}/test.png", "http://127.1:{port}/test.png",
         "http://localhost:{port}/test.png", "http://example.com:99999/x.png",
         # WHATWG's leniency for http(s): any run of / and \ after the scheme, \ as / in the path,

@@ -6,6 +6,7 @@ import json
 import random
 import shutil
 import subprocess
+from urllib.parse import quote
 
 import pytest
 from hypothesis import given, settings
@@ -15,7 +16,7 @@ from starlette.requests import Request
 from imgopt import encoding
 from imgopt.app import content_disposition, file_name, is_fresh
 from imgopt.cache import Entry, cache_key, decode_entry, encode_entry, get_max_age
-from imgopt.config import ImagesConfig
+from imgopt.config import ImagesConfig, parse_images_config
 from imgopt.errors import ImageError
 from imgopt.params import RequestMemo, js_int_string, negotiate, normalize_path, parse_request
 from imgopt.transform import detect_type, is_animated
@@ -281,3 +282,18 @@ def test_encoded_bodies_decode_to_the_original(coding):
     out = encoding.encode(body, coding)
     assert len(out) < len(body)
     assert (gz.decompress(out) if coding == "gzip" else zlib.decompress(out)) == body
+
+
+@pytest.mark.parametrize("url,href", [
+    ("http://[0:0::1]:4000/a.png", "http://[::1]:4000/a.png"),
+    ("http://[0000:0000:0000:0000:0000:0000:0000:0001]/a.png", "http://[::1]/a.png"),
+    ("http://[::FFFF:127.0.0.1]/a.png", "http://[::ffff:7f00:1]/a.png"),
+    ("http:/127.0.0.1:4000/a.png", "http://127.0.0.1:4000/a.png"),
+    ("http:\\\\127.0.0.1:4000\\x\\..\\a.png", "http://127.0.0.1:4000/a.png"),
+    ("http://127.0.0.1:4000/a\tb.png\n", "http://127.0.0.1:4000/ab.png"),
+])
+def test_remote_urls_are_read_as_new_url_reads_them(url, href):
+    """One cache entry per resource, whatever the spelling (WHATWG's serialisation); compared
+    with next start in test_next_parity."""
+    cfg = parse_images_config({"remotePatterns": [{"protocol": "http", "hostname": "**"}], "dangerouslyAllowLocalIP": True})
+    assert parse_request(f"url={quote(url, safe='')}&w=640&q=75", "image/webp", cfg).href == href
