@@ -20,6 +20,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Sequence
 
+from .params import js_parse_float
+
 # mime-db's compressible image types (the ones imgopt can send are SVG, BMP and ICO)
 COMPRESSIBLE = frozenset({
     "image/svg+xml", "image/bmp", "image/x-ms-bmp", "image/x-icon", "image/vnd.microsoft.icon",
@@ -29,13 +31,6 @@ THRESHOLD = 1024  # compression's default: smaller bodies are sent as they are
 OFFERED = ("gzip", "deflate", "identity")
 
 _SIMPLE = re.compile(r"^\s*([^\s;]+)\s*(?:;(.*))?$", re.S)
-_JS_FLOAT = re.compile(r"^\s*([+-]?(?:Infinity|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?))")
-
-
-def js_parse_float(text: str | None) -> float:
-    """JavaScript's parseFloat: the longest numeric prefix after leading space, else NaN."""
-    m = _JS_FLOAT.match(text) if text is not None else None
-    return float(m.group(1).replace("Infinity", "inf")) if m else math.nan
 
 
 def _js_or(*values: float) -> float:

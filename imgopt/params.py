@@ -264,7 +264,7 @@ def negotiate(accept: str, formats: tuple[str, ...]) -> str:
                 return ""  # hapi throws 'Invalid accept header' (a 500 in Next): keep the source type
             if name in ("q", "Q"):
                 before_q = False
-                q = _js_parse_float(value)
+                q = js_parse_float(value)
                 if not math.isfinite(q) or q > 1 or (q < 0.001 and q != 0):
                     q = 1.0
             elif before_q:
@@ -298,12 +298,17 @@ class _AcceptEntry:
 _HAPI_MEDIA = re.compile(
     r"^(?:\*/\*)|(?:[\w!#$%&'*+\-.^`|~]+/\*)|(?:[\w!#$%&'*+\-.^`|~]+/[\w!#$%&'*+\-.^`|~]+)$"
 )
-_JS_FLOAT = re.compile(r"[+-]?(?:Infinity|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)")
+# JavaScript's parseFloat: leading JS whitespace, then the longest numeric prefix
+_JS_FLOAT = re.compile(
+    r"[\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]*"
+    r"([+-]?(?:Infinity|(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?))"
+)
 
 
-def _js_parse_float(text: str) -> float:
-    m = _JS_FLOAT.match(text)
-    return float(m.group(0).replace("Infinity", "inf")) if m else math.nan
+def js_parse_float(text: str | None) -> float:
+    """JavaScript's parseFloat (NaN where it finds no number, and for undefined)."""
+    m = _JS_FLOAT.match(text) if text is not None else None
+    return float(m.group(1).replace("Infinity", "inf")) if m else math.nan
 
 
 def _hapi_order(a: _AcceptEntry, b: _AcceptEntry) -> int:
