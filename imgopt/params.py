@@ -169,6 +169,7 @@ def split_local(url: str) -> tuple[str, str]:
 
 
 _SPECIAL_SCHEME = re.compile(r"(https?):[/\\]*", re.I)
+_C0_AND_SPACE = "".join(map(chr, range(0x21)))
 
 
 def whatwg_prepare(url: str) -> str:
@@ -178,7 +179,7 @@ def whatwg_prepare(url: str) -> str:
     anywhere. After a special scheme, any run of slashes and backslashes, none included, opens
     the authority (``http:/h``, ``http:h``, ``http:\\\\h`` and ``http:///h`` all mean
     ``http://h``), and before the query a backslash is a slash."""
-    url = re.sub(r"[\t\n\r]", "", url.strip("".join(map(chr, range(0x21)))))
+    url = re.sub(r"[\t\n\r]", "", url.strip(_C0_AND_SPACE))
     m = _SPECIAL_SCHEME.match(url)
     if not m:
         return url
