@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from .config import ImagesConfig
 from .errors import ImageError
 from .netguard import parse_ip_literal
-from .patterns import has_local_match, has_remote_match
+from .patterns import has_local_match, has_remote_match, serialize_ipv6, strip_input
 
 MAX_URL_LENGTH = 3072
 _DIGITS = re.compile(r"[0-9]+")
@@ -169,7 +169,6 @@ def split_local(url: str) -> tuple[str, str]:
 
 
 _SPECIAL_SCHEME = re.compile(r"(https?):[/\\]*", re.I)
-_C0_AND_SPACE = "".join(map(chr, range(0x21)))
 
 
 def whatwg_prepare(url: str) -> str:
@@ -179,7 +178,7 @@ def whatwg_prepare(url: str) -> str:
     anywhere. After a special scheme, any run of slashes and backslashes, none included, opens
     the authority (``http:/h``, ``http:h``, ``http:\\\\h`` and ``http:///h`` all mean
     ``http://h``), and before the query a backslash is a slash."""
-    url = re.sub(r"[\t\n\r]", "", url.strip(_C0_AND_SPACE))
+    url = strip_input(url)
     m = _SPECIAL_SCHEME.match(url)
     if not m:
         return url
@@ -215,7 +214,7 @@ def parse_remote_url(url: str) -> RemoteURL:
         if not re.fullmatch(r"[0-9a-f:.]+", host):
             raise invalid
         try:
-            host = IPv6Address(host).compressed  # WHATWG's form: [0:0::1] is [::1] (one cache key)
+            host = serialize_ipv6(IPv6Address(host))  # WHATWG's form: [0:0::1] is [::1] (one cache key)
         except ValueError:
             raise invalid from None
     else:

@@ -104,6 +104,8 @@ __all__ = [
     "RemotePattern",
     "LocalPattern",
     "parse_url",
+    "strip_input",
+    "serialize_ipv6",
     "local_pathname_and_search",
     "GlobMatcher",
     "pathname_matcher",
@@ -175,7 +177,8 @@ def _percent_encode(s: str, extra: frozenset[str], safe_re: re.Pattern[str]) -> 
     return "".join(out)
 
 
-def _strip_input(s: str) -> str:
+def strip_input(s: str) -> str:
+    """WHATWG's first step: trim C0 controls and spaces at the ends, drop tabs and newlines."""
     return _TAB_NEWLINE_RE.sub("", s.strip(_C0_SPACE))
 
 
@@ -259,7 +262,9 @@ def _parse_ipv4(host: str) -> str:
     return ".".join(str((value >> s) & 0xFF) for s in (24, 16, 8, 0))
 
 
-def _serialize_ipv6(addr: ipaddress.IPv6Address) -> str:
+def serialize_ipv6(addr: ipaddress.IPv6Address) -> str:
+    """WHATWG's form: lower-case hex, the longest run of 2+ zero groups as ``::``, always hex
+    (Python 3.13's ``compressed`` writes IPv4-mapped addresses as dotted quads)."""
     pieces = [(int(addr) >> (112 - 16 * i)) & 0xFFFF for i in range(8)]
     best_start, best_len, i = -1, 1, 0
     while i < 8:
@@ -284,7 +289,7 @@ def _parse_host(host: str) -> str:
         if not host.endswith("]") or "%" in host:
             raise ValueError("invalid IPv6 host")
         try:
-            return "[" + _serialize_ipv6(ipaddress.IPv6Address(host[1:-1])) + "]"
+            return "[" + serialize_ipv6(ipaddress.IPv6Address(host[1:-1])) + "]"
         except ValueError as exc:
             raise ValueError("invalid IPv6 host") from exc
     if host == "":
@@ -333,7 +338,7 @@ def parse_url(url: str) -> ParsedURL:
     ``new URL`` would reject, and also for the other schemes (``file:``, ``data:``
     and so on), which this module does not need.
     """
-    s = _strip_input(url)
+    s = strip_input(url)
     m = _SCHEME_RE.match(s)
     if not m:
         raise ValueError(f"invalid URL: {url!r}")
@@ -363,7 +368,7 @@ def local_pathname_and_search(url_path_and_query: str) -> tuple[str, str]:
     that authority, as WHATWG does. An absolute input is parsed as absolute.
     Raises ``ValueError`` where ``new URL`` would throw.
     """
-    s = _strip_input(url_path_and_query)
+    s = strip_input(url_path_and_query)
     if _SCHEME_RE.match(s):
         parsed = parse_url(s)
         return parsed.pathname, parsed.search
