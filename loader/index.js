@@ -27,6 +27,44 @@ function readEnvQualities() {
   }
 }
 
+// The site's `images` settings as Next.js compiles them into every bundle (server and
+// browser, Turbopack and webpack): `process.env.__NEXT_IMAGE_OPTS` is replaced at build
+// time by {deviceSizes, imageSizes, qualities, path, loader, dangerouslyAllowSVG,
+// unoptimized}. next/image itself strips `config` from what it passes to a custom loader,
+// so this is the one way to read images.qualities, images.path (which already includes
+// basePath) and images.dangerouslyAllowSVG without repeating them. Outside a Next build
+// (plain Node, tests) it is undefined and the NEXT_PUBLIC_IMGOPT_* variables apply.
+function readNextImageConfig() {
+  try {
+    const c = process.env.__NEXT_IMAGE_OPTS
+    if (c && typeof c === 'object') return c
+    if (typeof c === 'string' && c.startsWith('{')) return JSON.parse(c)
+  } catch {}
+  return undefined
+}
+
+// Next's deployment id (next.config `deploymentId`), compiled in as Next's own default
+// loader reads it: a literal under webpack, `globalThis.NEXT_DEPLOYMENT_ID` in Turbopack's
+// browser bundles, `false` or undefined when none is set.
+function readDeploymentId() {
+  try {
+    const id = process.env.NEXT_DEPLOYMENT_ID
+    return typeof id === 'string' && id !== '' ? id : undefined
+  } catch {
+    return undefined
+  }
+}
+
+// Immutable static assets need no `dpl` unless the platform has an asset token (Next's
+// getAssetToken): false when Next says the platform supports immutable assets.
+function readSupportsImmutableAssets() {
+  try {
+    return Boolean(process.env.NEXT_SUPPORTS_IMMUTABLE_ASSETS)
+  } catch {
+    return false
+  }
+}
+
 function fail(message) {
   return new Error(`@imgopt/next-loader: ${message}`)
 }
@@ -101,23 +139,89 @@ function normalizeSrc(src) {
   return `/${src}`
 }
 
+// Next's default loader moves a `dpl` query parameter of a local src into its own `&dpl=`
+// parameter and adds the deployment id when the src has none (Turbopack writes static
+// imports as `/_next/static/media/a.hash.jpg?dpl=ID`). Returns [src without dpl, dpl].
+function splitDeploymentId(src, deploymentId, supportsImmutableAssets) {
+  if (!src.startsWith('/') || src.startsWith('//')) return [src, undefined]
+  if (src.includes('/_next/static/immutable') && supportsImmutableAssets) return [src, undefined]
+  let dpl = deploymentId
+  const qIndex = src.indexOf('?')
+  if (qIndex !== -1) {
+    const params = new URLSearchParams(src.slice(qIndex + 1))
+    const srcDpl = params.get('dpl')
+    if (srcDpl) {
+      dpl = srcDpl
+      params.delete('dpl')
+      const remaining = params.toString()
+      src = src.slice(0, qIndex) + (remaining ? '?' + remaining : '')
+    }
+  }
+  return [src, dpl]
+}
+
+// What Next does for an image it does not optimize (an SVG under its default loader): the
+// src itself, with `?dpl=` added to a local src when a deployment id is set.
+function unoptimizedSrc(src, deploymentId, supportsImmutableAssets) {
+  if (!deploymentId || !src.startsWith('/') || src.startsWith('//')) return src
+  if (src.includes('/_next/static/immutable') && supportsImmutableAssets) return src
+  const qIndex = src.indexOf('?')
+  if (qIndex === -1) return `${src}?dpl=${deploymentId}`
+  const params = new URLSearchParams(src.slice(qIndex + 1))
+  if (params.get('dpl')) return src
+  params.append('dpl', deploymentId)
+  return src.slice(0, qIndex) + '?' + params.toString()
+}
+
+// Keeps a qualities list as Next's findClosestQuality sees it (in the given order, so ties
+// break as in Next), dropping entries that are not integers 1..100.
+function configQualities(list) {
+  if (!Array.isArray(list)) return undefined
+  const out = list.filter((n) => Number.isSafeInteger(n) && n >= 1 && n <= 100)
+  return out.length ? out : undefined
+}
+
 // Returns a next/image loader bound to explicit settings.
 //   baseUrl:   origin (and optional path prefix) of the imgopt service; '' or
 //              undefined means same-origin.
 //   qualities: allowed qualities (array or comma-separated string), default [75].
-//   path:      route on the service, default '/_next/image'.
-export function createLoader({ baseUrl, qualities, path = DEFAULT_PATH } = {}) {
-  const endpoint = normalizeBaseUrl(baseUrl) + normalizePath(path)
-  const allowed = parseQualities(qualities === undefined ? DEFAULT_QUALITIES : qualities)
+//   path:      route on the service, default '/_next/image' (with basePath: '/base/_next/image');
+//              an absolute http(s) URL is used as the whole endpoint.
+//   dangerouslyAllowSVG: when false (the default), `.svg` srcs are not sent to the service;
+//              the loader returns the src itself, as Next's default loader does.
+//   deploymentId: Next's `deploymentId`; sent as `&dpl=` for local srcs, as Next does.
+export function createLoader({
+  baseUrl,
+  qualities,
+  path = DEFAULT_PATH,
+  dangerouslyAllowSVG = false,
+  deploymentId,
+  supportsImmutableAssets = false,
+} = {}) {
+  const endpoint = /^https?:\/\//i.test(String(path).trim())
+    ? String(path).trim().replace(/\/+$/, '')
+    : normalizeBaseUrl(baseUrl) + normalizePath(path)
+  // A list of numbers is used as Next uses images.qualities (its order breaks ties); a string
+  // (the environment variable) is parsed and sorted.
+  const allowed =
+    Array.isArray(qualities) && qualities.every((n) => typeof n === 'number') && configQualities(qualities)
+      ? configQualities(qualities)
+      : parseQualities(qualities === undefined ? DEFAULT_QUALITIES : qualities)
+  const dplId = typeof deploymentId === 'string' && deploymentId !== '' ? deploymentId : undefined
 
   return function imgoptLoader({ src, width, quality } = {}) {
     // Next never calls a loader for these, but pass them through to be safe.
     if (src === '' || (typeof src === 'string' && /^(data|blob):/i.test(src))) return src
-    const url = normalizeSrc(src)
+    let url = normalizeSrc(src)
     if (typeof width !== 'number' || !Number.isSafeInteger(width) || width <= 0) {
       const got = typeof width === 'string' ? JSON.stringify(width) : String(width)
       throw fail(`width must be a positive integer, got ${got} for src "${src}"`)
     }
+    if (!dangerouslyAllowSVG && url.split('?', 1)[0].endsWith('.svg')) {
+      return unoptimizedSrc(url, dplId, supportsImmutableAssets)
+    }
+    let dpl
+    ;[url, dpl] = splitDeploymentId(url, dplId, supportsImmutableAssets)
     const q = findClosestQuality(quality, allowed)
     let encoded
     try {
@@ -125,22 +229,29 @@ export function createLoader({ baseUrl, qualities, path = DEFAULT_PATH } = {}) {
     } catch {
       throw fail(`src "${src}" is not valid Unicode (lone surrogate)`)
     }
-    return `${endpoint}?url=${encoded}&w=${width}&q=${q}`
+    return `${endpoint}?url=${encoded}&w=${width}&q=${q}${dpl ? `&dpl=${encodeURIComponent(dpl)}` : ''}`
   }
 }
 
-// Default export: settings from NEXT_PUBLIC_IMGOPT_URL and
-// NEXT_PUBLIC_IMGOPT_QUALITIES. They are read on each call (after Next's
-// build-time inlining they are constants); the built loader is cached.
+// Default export: the settings of the Next.js build it is compiled into (images.qualities,
+// images.path with basePath, images.dangerouslyAllowSVG, deploymentId), and
+// NEXT_PUBLIC_IMGOPT_URL for the service's origin. NEXT_PUBLIC_IMGOPT_QUALITIES is read only
+// where Next's settings are not available. Read on each call (after Next's build-time
+// inlining they are constants); the built loader is cached.
 let cachedKey
 let cachedLoader
 
 export default function imgoptLoader(params) {
+  const config = readNextImageConfig()
   const baseUrl = readEnvBaseUrl()
-  const qualities = readEnvQualities()
-  const key = `${baseUrl}\u0000${qualities}`
+  const qualities = configQualities(config?.qualities) ?? readEnvQualities()
+  const path = typeof config?.path === 'string' && config.path !== '' ? config.path : DEFAULT_PATH
+  const dangerouslyAllowSVG = Boolean(config?.dangerouslyAllowSVG)
+  const deploymentId = readDeploymentId()
+  const supportsImmutableAssets = readSupportsImmutableAssets()
+  const key = JSON.stringify([baseUrl, qualities, path, dangerouslyAllowSVG, deploymentId, supportsImmutableAssets])
   if (cachedLoader === undefined || key !== cachedKey) {
-    cachedLoader = createLoader({ baseUrl, qualities })
+    cachedLoader = createLoader({ baseUrl, qualities, path, dangerouslyAllowSVG, deploymentId, supportsImmutableAssets })
     cachedKey = key
   }
   return cachedLoader(params)
