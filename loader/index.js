@@ -117,8 +117,10 @@ function normalizeBaseUrl(baseUrl) {
   return base
 }
 
+// Next appends a slash to images.path for every non-default loader ('/_next/image/'); the
+// optimizer's route is the path without it (imgopt, like Next, redirects the slashed one).
 function normalizePath(path) {
-  const p = String(path).trim()
+  const p = String(path).trim().replace(/\/+$/, '')
   return p.startsWith('/') ? p : `/${p}`
 }
 

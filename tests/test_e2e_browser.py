@@ -1,21 +1,30 @@
-"""The Next.js loader and drop-in set-up, proven with a real Next.js build and a real browser.
+"""A real Next.js 16.5 site through imgopt, in every deployment shape, in a real browser.
 
-The site is tests/e2e/site (Next.js 16, app router, pinned in its package-lock.json). It is
-built once per test session for each set-up:
+The site is tests/e2e/site (app router, Next.js pinned in its package-lock.json), with
+``deploymentId`` set as the Next.js self-hosting guide recommends. It is built once for each
+shape of the matrix
+
+    {static export + the imgopt loader, drop-in behind nginx} x {Turbopack, webpack}
+    x {no basePath, basePath '/shop'}
 
 * **export**: ``output: 'export'`` with ``images.loaderFile`` = loader/index.js and
-  ``NEXT_PUBLIC_IMGOPT_URL`` pointing at imgopt. ``out/`` is served by a plain static
-  server; imgopt reads local images from ``--local-root out`` and the remote image from the
-  test origin.
-* **dropin**: ``next start`` with Next's default loader, and nginx in front that sends
-  ``/_next/image`` to imgopt (``--origin`` = the Next server) and everything else to Next.
+  ``NEXT_PUBLIC_IMGOPT_URL`` pointing at imgopt. ``out/`` is served by a plain static server
+  (under the basePath); imgopt reads local images from ``--local-root out``.
+* **dropin**: ``next start`` with Next's default loader, behind nginx configured with the
+  recipe in docs/nextjs.md, run as it is written there (only the ports change).
 
 imgopt reads its ``images`` settings from the site's own next.config.js (``--next-config``).
-Headless Chromium (Debian's /usr/bin/chromium, driven by Playwright) opens every page at
-390x844@3 and 1280x800@1 and checks that every image loaded, that every image request went
-to imgopt and came back 200 as AVIF or WebP, and that the srcset candidate the browser
-picked is the one the ``sizes`` rule implies. A screenshot of every page and viewport goes
-to tests/e2e/artifacts/.
+The pages use static imports with ``placeholder="blur"``, ``fill`` + ``sizes``, ``priority``, a
+``public/`` path with a space, a remote image, ``quality`` with two allowed qualities,
+``getImageProps()`` building a ``<picture>``, and SVGs with and without ``unoptimized``.
+Headless Chromium (Debian's /usr/bin/chromium, driven by Playwright) opens every page at 375
+and 1440 px wide with DPR 1 and 2 and checks that every image completed; that every optimized
+image came from imgopt (``X-Request-Id``, which Next does not send), with 200 and AVIF by its
+magic bytes; that the decoded width is min(the srcset candidate, the intrinsic width); that
+the candidate is the one the ``sizes`` rule implies; that the blur placeholder is gone; that
+``dpl`` travels as Next's own ``&dpl=`` parameter, never inside ``url=``; and that SVGs are
+loaded as they are, never through imgopt. A screenshot and a JSON report of every visit go to
+tests/e2e/artifacts/.
 
 Nothing is skipped when a tool is missing: the tests fail and say what to install
 (.ci/run installs chromium and nginx-light; the site's node modules come from ``npm ci``,
@@ -27,6 +36,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import http.server
+import io
 import json
 import os
 import re
@@ -37,18 +47,21 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import parse_qs, unquote, urljoin, urlsplit
 
 import httpx
 import pytest
+from PIL import Image
 
 from conftest import ROOT, ImgoptServer, free_port, nginx_conf
+from imagecorpus import _graphic, _photo, _test_svg
 from origin import Origin
 
 SITE = ROOT / "tests" / "e2e" / "site"
 ARTIFACTS = ROOT / "tests" / "e2e" / "artifacts"
 NEXT_BIN = SITE / "node_modules" / "next" / "dist" / "bin" / "next"
+DOCS_NEXTJS = ROOT / "docs" / "nextjs.md"
 CHROMIUM = os.environ.get("IMGOPT_E2E_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -57,37 +70,96 @@ CHROMIUM_FLAGS = [
 INSTALL_HINT = ("install it (.ci/run does: apt-get install chromium nginx-light; Next.js 16 also needs "
                 "Node.js >= 20.9 with npm)")
 
-# The defaults of Next 16 (the site does not change deviceSizes/imageSizes/qualities).
+# The site's settings (tests/e2e/site/next.config.js): Next 16's default sizes, two qualities.
 DEVICE_SIZES = [640, 750, 828, 1080, 1200, 1920, 2048, 3840]
 IMAGE_SIZES = [32, 48, 64, 96, 128, 256, 384]
 ALL_WIDTHS = set(DEVICE_SIZES) | set(IMAGE_SIZES)
+DEPLOYMENT_ID = "e2e-v1"
+BASE_PATH = "/shop"  # the basePath of the docs' nginx recipe
 
 # Generous limits: this proves correctness, and the box may be busy (AVIF encodes are slow).
 IMGOPT_ARGS = ("--transform-timeout", "60", "--fetch-timeout", "30")
 
-VIEWPORTS = {"390x844@3": (390, 844, 3), "1280x800@1": (1280, 800, 1)}
+VIEWPORTS = {"375@1": (375, 800, 1), "375@2": (375, 800, 2), "1440@1": (1440, 900, 1), "1440@2": (1440, 900, 2)}
 
-# Site file -> corpus fixture it is copied from (generated, not committed; see site/.gitignore).
-SITE_IMAGES = {
-    "public/img/hero.jpg": "large.jpg",
-    "public/img/photo.jpg": "mountains.jpg",
-    "public/img/tile.png": "test.png",
-    "public/img/dir with space/photo.jpg": "dir with space/photo.jpg",
-    "public/img/äöüščří.png": "äöüščří.png",
-    "media/still.jpg": "mountains.jpg",
+
+@dataclass(frozen=True)
+class Shape:
+    mode: str      # "export" | "dropin"
+    bundler: str   # "turbopack" | "webpack"
+    base_path: str  # "" | "/shop"
+
+    @property
+    def id(self) -> str:
+        return f"{self.mode}-{self.bundler}-{'basepath' if self.base_path else 'root'}"
+
+
+SHAPES = [Shape(m, b, bp) for m in ("export", "dropin") for b in ("turbopack", "webpack") for bp in ("", BASE_PATH)]
+
+
+def _jpeg(w: int, h: int, seed: int) -> Callable[[], bytes]:
+    def make() -> bytes:
+        out = io.BytesIO()
+        _photo(w, h, seed=seed).save(out, "JPEG", quality=88)
+        return out.getvalue()
+    return make
+
+
+def _png(w: int, h: int, seed: int) -> Callable[[], bytes]:
+    def make() -> bytes:
+        out = io.BytesIO()
+        _graphic(w, h, seed=seed).save(out, "PNG")
+        return out.getvalue()
+    return make
+
+
+# Site file -> (maker, intrinsic width). Generated, not committed (see site/.gitignore). The
+# intrinsic widths are below the largest srcset candidates on purpose: imgopt never enlarges,
+# so the decoded width is min(candidate, intrinsic).
+SITE_IMAGES: dict[str, tuple[Callable[[], bytes], int]] = {
+    "media/hero.jpg": (_jpeg(1600, 1067, 1600), 1600),
+    "media/still.jpg": (_jpeg(1200, 800, 1200), 1200),
+    "public/img/dir with space/photo.jpg": (_jpeg(900, 600, 900), 900),
+    "public/img/photo.jpg": (_jpeg(700, 700, 700), 700),
+    "public/img/wide.jpg": (_jpeg(1600, 500, 1601), 1600),
+    "public/img/narrow.jpg": (_jpeg(800, 800, 800), 800),
+    "public/img/tile.png": (_png(400, 400, 7), 400),
+    "public/img/äöüščří.png": (_png(300, 300, 3), 300),
+    "public/img/logo.svg": (_test_svg, 400),
 }
+REMOTE_IMAGES: dict[str, tuple[Callable[[], bytes], int]] = {"large.jpg": (_jpeg(1200, 800, 1201), 1200)}
 
-# Page -> {img id: the src the loader must have been given}; "static" is a prefix.
-PAGES = {
-    "/": {"hero": "/img/hero.jpg", "fixed": "/img/photo.jpg"},
+
+@dataclass(frozen=True)
+class Img:
+    src: str            # what the page gave <Image>; {bp} = basePath, {remote} = remote origin
+    width: int          # intrinsic width of the file
+    quality: int = 75
+    blur: bool = False  # placeholder="blur"
+    svg: bool = False   # loaded as it is, never through imgopt
+    prefix: bool = False  # a static import: src is a prefix (the file name has a hash)
+
+
+# Page -> {img id: what it shows}.
+PAGES: dict[str, dict[str, Img]] = {
+    "/": {
+        "hero": Img("{bp}/_next/static/media/hero.", 1600, blur=True, prefix=True),
+        "fixed": Img("{bp}/img/dir with space/photo.jpg", 900),
+        "q50": Img("{bp}/img/tile.png", 400, quality=50),
+        "logo": Img("{bp}/img/logo.svg", 400, svg=True),
+        "logo-unopt": Img("{bp}/img/logo.svg", 400, svg=True),
+    },
     "/gallery": {
-        "remote": "{remote}/large.jpg",
-        "static": "/_next/static/media/still.",
-        "tile-png": "/img/tile.png",
-        "tile-space": "/img/dir with space/photo.jpg",
-        "tile-unicode": "/img/äöüščří.png",
+        "remote": Img("{remote}/large.jpg", 1200),
+        "static": Img("{bp}/_next/static/media/still.", 1200, blur=True, prefix=True),
+        "tile-png": Img("{bp}/img/tile.png", 400),
+        "tile-unicode": Img("{bp}/img/äöüščří.png", 300),
+        "tile-jpg": Img("{bp}/img/photo.jpg", 700),
+        # <picture>: the <source> (wide.jpg) from 800 px up, the <img> (narrow.jpg) below.
+        "picture": Img("{bp}/img/narrow.jpg", 800),
     },
 }
+PICTURE_WIDE = Img("{bp}/img/wide.jpg", 1600)
 
 IMAGE_EXT = re.compile(r"\.(jpe?g|png|gif|webp|avif|svg|ico|bmp|tiff?)$", re.I)
 CHROMIUM_ACCEPT = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
@@ -164,9 +236,10 @@ class Proc:
 
 
 class StaticServer:
-    """out/ over HTTP on 127.0.0.1, like a plain static host: /gallery serves gallery.html."""
+    """out/ over HTTP on 127.0.0.1 under a basePath, like a plain static host: /gallery
+    serves gallery.html; paths outside the basePath are 404."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, base_path: str = "") -> None:
         self.root = root
         self.paths: list[str] = []
         server = self
@@ -177,6 +250,10 @@ class StaticServer:
 
             def translate_path(self, path: str) -> str:
                 server.paths.append(path)
+                if base_path:
+                    if path != base_path and not path.startswith(base_path + "/"):
+                        return str(root / "does-not-exist")
+                    path = path[len(base_path):] or "/"
                 fs = super().translate_path(path)
                 if not os.path.isfile(fs) and os.path.isfile(fs.rstrip("/") + ".html"):
                     return fs.rstrip("/") + ".html"
@@ -195,32 +272,21 @@ class StaticServer:
         self.httpd.server_close()
 
 
-NGINX_HTTP = """\
-  upstream imgopt {{ server 127.0.0.1:{imgopt_port}; keepalive 16; }}
-  upstream nextjs {{ server 127.0.0.1:{next_port}; keepalive 16; }}
+def docs_nginx_recipe() -> str:
+    """The drop-in nginx recipe of docs/nextjs.md, exactly as a user copies it."""
+    text = DOCS_NEXTJS.read_text()
+    blocks = re.findall(r"```nginx\n(.*?)```", text, re.S)
+    recipes = [b for b in blocks if "upstream imgopt" in b and "upstream nextjs" in b]
+    assert len(recipes) == 1, f"docs/nextjs.md should have one drop-in nginx recipe, found {len(recipes)}"
+    return recipes[0]
 
-  server {{
-    listen 127.0.0.1:{port};
-    server_name localhost;
 
-    # Next.js's image route goes to imgopt (the same prefix Next itself matches).
-    location ^~ /_next/image {{
-      proxy_pass http://imgopt;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-      proxy_pass_header Server;  # only so the test can see who answered
-    }}
-
-    location / {{
-      proxy_pass http://nextjs;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto $scheme;
-    }}
-  }}"""
+def nginx_from_recipe(recipe: str, *, port: int, imgopt_port: int, next_port: int) -> str:
+    for old in ("listen 80;", "127.0.0.1:3001", "127.0.0.1:3000"):
+        assert recipe.count(old) == 1, f"the docs' nginx recipe no longer has exactly one {old!r}"
+    return (recipe.replace("listen 80;", f"listen 127.0.0.1:{port};")
+            .replace("127.0.0.1:3001", f"127.0.0.1:{imgopt_port}")
+            .replace("127.0.0.1:3000", f"127.0.0.1:{next_port}"))
 
 
 # -- the site: node modules, images, builds ----------------------------------------------------
@@ -232,18 +298,18 @@ def node_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def write_site_images(corpus: Path, site: Path = SITE) -> None:
-    """Copy the site's images from the generated corpus (only files whose bytes changed)."""
-    for rel, src in SITE_IMAGES.items():
-        data = (corpus / src).read_bytes()
-        dest = site / rel
+def write_images(root: Path, images: dict[str, tuple[Callable[[], bytes], int]]) -> None:
+    """Write generated images (only files whose bytes changed, so builds stay cached)."""
+    for rel, (make, _width) in images.items():
+        data = make()
+        dest = root / rel
         if not dest.is_file() or dest.read_bytes() != data:
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(data)
 
 
 @pytest.fixture(scope="session")
-def site_deps(corpus: Path) -> Path:
+def site_deps() -> Path:
     """node_modules from package-lock.json (`npm ci` when missing or stale) and the images."""
     need("node", "Node.js")
     npm = need("npm", "npm")
@@ -254,19 +320,16 @@ def site_deps(corpus: Path) -> Path:
         run_logged([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], ARTIFACTS / "npm-ci.log",
                    cwd=SITE, env=node_env(), timeout=900, what="npm ci (tests/e2e/site)")
         stamp.write_text(digest + "\n")
-    write_site_images(corpus)
+    write_images(SITE, SITE_IMAGES)
     return SITE
 
 
-def next_build(mode: str, log: Path, **env: str) -> None:
-    run_logged([need("node", "Node.js"), str(NEXT_BIN), "build"], log, cwd=SITE,
-               env=node_env(IMGOPT_E2E_MODE=mode, **env), timeout=900, what=f"next build ({mode})")
-
-
 @pytest.fixture(scope="session")
-def remote_origin(corpus: Path) -> Iterator[Origin]:
+def remote_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Origin]:
     """The remote image's origin (its own, so no other test's settings reach it)."""
-    with Origin(root=corpus) as o:
+    root = tmp_path_factory.mktemp("e2e-remote")
+    write_images(root, REMOTE_IMAGES)
+    with Origin(root=root) as o:
         yield o
 
 
@@ -283,57 +346,73 @@ def browser() -> Iterator[Any]:
 
 @dataclass
 class Stack:
-    mode: str
-    base_url: str           # where the browser opens pages
-    image_base: str         # every image request must start with this + /_next/image?
+    shape: Shape
+    site_url: str           # where the browser opens pages (basePath included)
+    site_origin: str        # scheme://host:port of the site
+    image_endpoint: str     # every optimized image request starts with this + "?"
     imgopt: ImgoptServer
     origin: Origin          # the remote image's origin
+    stop: Callable[[], None]
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@pytest.fixture(scope="session")
-def export_stack(site_deps: Path, remote_origin: Origin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("e2e-export")
+def shape_env(shape: Shape, remote: Origin) -> dict[str, str]:
+    return {"IMGOPT_E2E_MODE": shape.mode, "IMGOPT_E2E_BASE_PATH": shape.base_path,
+            "IMGOPT_E2E_DIST": f".next-{shape.id}", "IMGOPT_E2E_REMOTE_ORIGIN": remote.base_url,
+            "IMGOPT_E2E_DEPLOYMENT_ID": DEPLOYMENT_ID}
+
+
+def next_build(shape: Shape, env: dict[str, str]) -> float:
+    argv = [need("node", "Node.js"), str(NEXT_BIN), "build"] + (["--webpack"] if shape.bundler == "webpack" else [])
+    t0 = time.monotonic()
+    run_logged(argv, ARTIFACTS / f"next-build-{shape.id}.log", cwd=SITE, env=node_env(**env), timeout=900,
+               what=f"next build ({shape.id})")
+    return time.monotonic() - t0
+
+
+def start_export(shape: Shape, remote: Origin, tmp: Path) -> Stack:
+    env = shape_env(shape, remote)
     out = tmp / "out"
-    env = {"IMGOPT_E2E_MODE": "export", "IMGOPT_E2E_REMOTE_ORIGIN": remote_origin.base_url}
     # The port is chosen before the build: NEXT_PUBLIC_IMGOPT_URL is baked into the pages.
     imgopt = ImgoptServer(tmp / "imgopt", None, "--next-config", str(SITE / "next.config.js"),
                           "--local-root", str(out), *IMGOPT_ARGS, env=env)
-    t0 = time.monotonic()
-    next_build("export", ARTIFACTS / "next-build-export.log", IMGOPT_E2E_REMOTE_ORIGIN=remote_origin.base_url,
-               NEXT_PUBLIC_IMGOPT_URL=imgopt.url)
-    shutil.copytree(SITE / "out", out)  # a later build may rewrite out/; this copy stays
-    build_s = time.monotonic() - t0
+    for stale in (SITE / "out", SITE / env["IMGOPT_E2E_DIST"]):
+        shutil.rmtree(stale, ignore_errors=True)
+    build_s = next_build(shape, {**env, "NEXT_PUBLIC_IMGOPT_URL": imgopt.url})
+    # An export lands in out/, or in distDir when one is set; copy it away from later builds.
+    built = SITE / "out" if (SITE / "out" / "index.html").is_file() else SITE / env["IMGOPT_E2E_DIST"]
+    shutil.copytree(built, out)
     imgopt.start()
-    try:
-        static = StaticServer(out)
-        try:
-            yield Stack("export", static.url, imgopt.url, imgopt, remote_origin,
-                        {"static": static, "build_s": build_s, "out": out})
-        finally:
-            static.stop()
-    finally:
+    static = StaticServer(out, shape.base_path)
+
+    def stop() -> None:
+        static.stop()
         imgopt.stop()
 
+    return Stack(shape, static.url + shape.base_path, static.url, imgopt.url + shape.base_path + "/_next/image",
+                 imgopt, remote, stop, {"static": static, "build_s": build_s, "out": out})
 
-@pytest.fixture(scope="session")
-def dropin_stack(site_deps: Path, remote_origin: Origin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+
+def start_dropin(shape: Shape, remote: Origin, tmp: Path) -> Stack:
     nginx = need("nginx", "nginx")
-    tmp = tmp_path_factory.mktemp("e2e-dropin")
-    env = {"IMGOPT_E2E_MODE": "dropin", "IMGOPT_E2E_REMOTE_ORIGIN": remote_origin.base_url}
-    t0 = time.monotonic()
-    next_build("dropin", ARTIFACTS / "next-build-dropin.log", IMGOPT_E2E_REMOTE_ORIGIN=remote_origin.base_url)
-    build_s = time.monotonic() - t0
-    next_images = SITE / ".next-dropin" / "cache" / "images"
+    env = shape_env(shape, remote)
+    shutil.rmtree(SITE / env["IMGOPT_E2E_DIST"], ignore_errors=True)
+    build_s = next_build(shape, env)
+    next_images = SITE / env["IMGOPT_E2E_DIST"] / "cache" / "images"
     shutil.rmtree(next_images, ignore_errors=True)
 
     started: list[Any] = []
+
+    def stop() -> None:
+        for p in reversed(started):
+            p.stop()
+
     try:
         next_port = free_port()
         nxt = Proc([need("node", "Node.js"), str(NEXT_BIN), "start", "-H", "127.0.0.1", "-p", str(next_port)],
-                   ARTIFACTS / "next-start.log", cwd=SITE, env=node_env(**env))
+                   ARTIFACTS / f"next-start-{shape.id}.log", cwd=SITE, env=node_env(**env))
         started.append(nxt)
-        nxt.wait_http(f"http://127.0.0.1:{next_port}/")
+        nxt.wait_http(f"http://127.0.0.1:{next_port}{shape.base_path}/")
 
         imgopt = ImgoptServer(tmp / "imgopt", None, "--next-config", str(SITE / "next.config.js"),
                               "--origin", f"http://127.0.0.1:{next_port}", *IMGOPT_ARGS, env=env).start()
@@ -343,17 +422,58 @@ def dropin_stack(site_deps: Path, remote_origin: Origin, tmp_path_factory: pytes
         ngx.mkdir()
         port = free_port()
         conf = ngx / "nginx.conf"
-        conf.write_text(nginx_conf(ngx, NGINX_HTTP.format(port=port, imgopt_port=imgopt.port, next_port=next_port),
-                                   worker_connections=512))
+        recipe = nginx_from_recipe(docs_nginx_recipe(), port=port, imgopt_port=imgopt.port, next_port=next_port)
+        conf.write_text(nginx_conf(ngx, recipe, worker_connections=512))
         proxy = Proc([nginx, "-p", f"{ngx}/", "-e", str(ngx / "error.log"), "-c", str(conf), "-g", "daemon off;"],
                      ngx / "stdout.log", cwd=ngx)
         started.append(proxy)
-        proxy.wait_http(f"http://127.0.0.1:{port}/")
-        yield Stack("dropin", f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}", imgopt, remote_origin,
-                    {"next_images": next_images, "build_s": build_s, "nginx_conf": conf, "seen": set()})
+        proxy.wait_http(f"http://127.0.0.1:{port}{shape.base_path}/")
+    except BaseException:
+        stop()
+        raise
+    site = f"http://127.0.0.1:{port}"
+    return Stack(shape, site + shape.base_path, site, site + shape.base_path + "/_next/image", imgopt, remote, stop,
+                 {"next_images": next_images, "build_s": build_s, "nginx_conf": conf, "seen": set()})
+
+
+class Stacks:
+    """One shape's stack at a time: built and started on first use, stopped when the next
+    shape is asked for (the tests run shape by shape), so each shape is built once."""
+
+    def __init__(self, remote: Origin, tmp: pytest.TempPathFactory) -> None:
+        self.remote = remote
+        self.tmp = tmp
+        self.current: Stack | None = None
+        self.failed: dict[Shape, str] = {}
+
+    def get(self, shape: Shape) -> Stack:
+        if self.current is not None and self.current.shape == shape:
+            return self.current
+        self.close()
+        if shape in self.failed:
+            pytest.fail(f"{shape.id} could not be started: {self.failed[shape]}", pytrace=False)
+        start = start_export if shape.mode == "export" else start_dropin
+        try:
+            self.current = start(shape, self.remote, self.tmp.mktemp(f"e2e-{shape.id}"))
+        except BaseException as e:  # noqa: BLE001 - remembered, so the shape's other cases fail fast
+            self.failed[shape] = str(e)[:2000]
+            raise
+        self.current.extra["origin_hits"] = self.remote.hits["/large.jpg"]
+        return self.current
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.stop()
+            self.current = None
+
+
+@pytest.fixture(scope="module")
+def stacks(site_deps: Path, remote_origin: Origin, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stacks]:
+    s = Stacks(remote_origin, tmp_path_factory)
+    try:
+        yield s
     finally:
-        for p in reversed(started):
-            p.stop()
+        s.close()
 
 
 # -- srcset / sizes: what the browser should pick ---------------------------------------------
@@ -443,11 +563,21 @@ LOAD_ALL = """async () => {
   window.scrollTo(0, 0)
 }"""
 
-IMG_INFO = """() => [...document.images].map((i) => ({
-  id: i.id, complete: i.complete, naturalWidth: i.naturalWidth, currentSrc: i.currentSrc,
-  srcset: i.getAttribute('srcset'), sizes: i.getAttribute('sizes'), loading: i.getAttribute('loading'),
-  width: i.getBoundingClientRect().width,
-}))"""
+# For an <img> in a <picture>, the srcset that applies is that of the first <source> whose
+# media matches (else the img's own).
+IMG_INFO = """() => [...document.images].map((i) => {
+  let srcset = i.getAttribute('srcset'), sizes = i.getAttribute('sizes'), source = null
+  if (i.parentElement && i.parentElement.tagName === 'PICTURE') {
+    for (const s of i.parentElement.querySelectorAll('source')) {
+      if (!s.media || matchMedia(s.media).matches) { srcset = s.getAttribute('srcset'); sizes = s.getAttribute('sizes'); source = s.media; break }
+    }
+  }
+  return {
+    id: i.id, complete: i.complete, naturalWidth: i.naturalWidth, currentSrc: i.currentSrc,
+    srcset, sizes, source, loading: i.getAttribute('loading'),
+    width: i.getBoundingClientRect().width, background: getComputedStyle(i).backgroundImage,
+  }
+})"""
 
 
 @dataclass
@@ -458,6 +588,7 @@ class Visit:
     viewport: tuple[int, int, float]
     inner_width: int
     dpr: float
+    console_errors: list[str]
 
 
 def visit(browser: Any, url: str, viewport: tuple[int, int, float], screenshot: Path) -> Visit:
@@ -467,8 +598,11 @@ def visit(browser: Any, url: str, viewport: tuple[int, int, float], screenshot: 
         page = ctx.new_page()
         responses: list[Any] = []
         requests: list[str] = []
+        errors: list[str] = []
         page.on("request", lambda r: requests.append(r.url))
         page.on("response", lambda r: responses.append(r) if r.request.resource_type == "image" else None)
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(url, wait_until="load", timeout=120_000)
         page.evaluate(LOAD_ALL)
         page.wait_for_function("[...document.images].every((i) => i.complete)", timeout=120_000)
@@ -486,40 +620,71 @@ def visit(browser: Any, url: str, viewport: tuple[int, int, float], screenshot: 
             except Exception as e:  # noqa: BLE001 - reported as a problem below
                 body = f"<no body: {e}>".encode()
             resp.append({"url": r.url, "status": r.status, "headers": r.all_headers(), "body": body})
-        return Visit(images, resp, requests, viewport, inner_width, real_dpr)
+        return Visit(images, resp, requests, viewport, inner_width, real_dpr, errors)
     finally:
         ctx.close()
+
+
+def decoded_width(body: bytes) -> int | None:
+    try:
+        with Image.open(io.BytesIO(body)) as im:
+            return im.size[0]
+    except Exception:  # noqa: BLE001 - reported by the caller
+        return None
 
 
 def check_visit(stack: Stack, page_path: str, v: Visit) -> list[str]:
     """Every problem with one page at one viewport (an empty list when all is well)."""
     problems: list[str] = []
+    shape = stack.shape
     w, _h, dpr = v.viewport
     if v.inner_width != w or v.dpr != dpr:
         problems.append(f"viewport is {v.inner_width}@{v.dpr}, expected {w}@{dpr}")
-    remote = stack.origin.base_url
-    expected_ids = PAGES[page_path]
+    fill = {"bp": shape.base_path, "remote": stack.origin.base_url}
+    expected = PAGES[page_path]
     ids = [i["id"] for i in v.images]
-    if sorted(ids) != sorted(expected_ids):
-        problems.append(f"images on the page {ids}, expected {sorted(expected_ids)}")
-    prefix = stack.image_base + "/_next/image?"
+    if sorted(ids) != sorted(expected):
+        problems.append(f"images on the page {ids}, expected {sorted(expected)}")
+    prefix = stack.image_endpoint + "?"
     by_url = {r["url"]: r for r in v.responses}
+    svg_urls: set[str] = set()
 
     for img in v.images:
         name = img["id"]
+        spec = expected.get(name)
+        if spec is None:
+            continue
+        if name == "picture" and img["source"]:
+            spec = PICTURE_WIDE
         if not img["complete"] or img["naturalWidth"] <= 0:
             problems.append(f"{name}: not loaded (complete={img['complete']}, naturalWidth={img['naturalWidth']})")
             continue
-        cands = [(urljoin(stack.base_url + "/", u), value, kind) for u, value, kind in parse_srcset(img["srcset"] or "")]
-        want_src = expected_ids.get(name, "").format(remote=remote)
-        for url, value, kind in cands:
+        want_src = spec.src.format(**fill)
+        if spec.svg:
+            # As Next does for SVG without dangerouslyAllowSVG: the file itself, with ?dpl=.
+            want = f"{stack.site_origin}{want_src}?dpl={DEPLOYMENT_ID}"
+            if img["currentSrc"] != want:
+                problems.append(f"{name}: SVG loaded from {img['currentSrc']}, expected {want} (not through imgopt)")
+            svg_urls.add(img["currentSrc"])
+            continue
+        if spec.blur and img["background"] not in ("none", ""):
+            problems.append(f"{name}: the blur placeholder is still there after load: {img['background'][:80]}")
+        cands = [(urljoin(stack.site_url + "/", u), value, kind) for u, value, kind in parse_srcset(img["srcset"] or "")]
+        if not cands:
+            problems.append(f"{name}: no srcset")
+            continue
+        for url, _value, _kind in cands:
             q = query_of(url)
             if not url.startswith(prefix):
                 problems.append(f"{name}: srcset URL {url} does not go to {prefix}")
-            if not (q.get("url", "") == want_src or (name == "static" and q.get("url", "").startswith(want_src))):
-                problems.append(f"{name}: srcset URL has url={q.get('url')!r}, expected {want_src!r}")
-            if int(q.get("w", "0")) not in ALL_WIDTHS or q.get("q") != "75":
-                problems.append(f"{name}: srcset URL {url} has w/q outside deviceSizes+imageSizes / [75]")
+            got = q.get("url", "")
+            if not (got == want_src or (spec.prefix and got.startswith(want_src) and "?" not in got)):
+                problems.append(f"{name}: srcset URL has url={got!r}, expected {want_src!r}" + (" + hash" if spec.prefix else ""))
+            if int(q.get("w", "0")) not in ALL_WIDTHS or q.get("q") != str(spec.quality):
+                problems.append(f"{name}: srcset URL {url} has w/q outside deviceSizes+imageSizes / q={spec.quality}")
+            want_dpl = None if want_src.startswith("http") else DEPLOYMENT_ID
+            if q.get("dpl") != want_dpl:
+                problems.append(f"{name}: srcset URL {url} has dpl={q.get('dpl')!r}, expected {want_dpl!r}")
         kinds = {c[2] for c in cands}
         if kinds == {"w"}:
             slot = slot_width(img["sizes"] or "100vw", v.inner_width)
@@ -534,30 +699,40 @@ def check_visit(stack: Stack, page_path: str, v: Visit) -> list[str]:
             problems.append(
                 f"{name}: browser picked w={got_w} ({img['currentSrc']}), the sizes rule implies "
                 f"w={query_of(want[0]).get('w')} (slot {slot} px x DPR {dpr}; srcset {[(int(c[1]), c[2]) for c in cands]})")
-        if img["currentSrc"] not in by_url:
+        r = by_url.get(img["currentSrc"])
+        if r is None:
             problems.append(f"{name}: no network response seen for currentSrc {img['currentSrc']}")
+        elif got_w:
+            dw = decoded_width(r["body"])
+            if dw != min(int(got_w), spec.width):
+                problems.append(f"{name}: decoded width {dw}, expected min(w={got_w}, intrinsic {spec.width})")
 
     if not v.responses:
         problems.append("no image responses at all")
     for r in v.responses:
         url, hdr = r["url"], r["headers"]
+        if url in svg_urls:
+            if r["status"] != 200 or not hdr.get("content-type", "").startswith("image/svg+xml"):
+                problems.append(f"{url}: SVG answered {r['status']} {hdr.get('content-type')!r}")
+            continue
         ctype = hdr.get("content-type", "")
         if not url.startswith(prefix):
             problems.append(f"image request did not go to imgopt: {url}")
         if r["status"] != 200:
-            problems.append(f"{url}: status {r['status']}")
-        if ctype not in ("image/avif", "image/webp"):
-            problems.append(f"{url}: Content-Type {ctype!r}, expected image/avif or image/webp")
+            problems.append(f"{url}: status {r['status']} {r['body'][:200]!r}")
+        if ctype != "image/avif":
+            problems.append(f"{url}: Content-Type {ctype!r}, expected image/avif (Chromium accepts AVIF)")
         elif sniff(r["body"]) != ctype:
             problems.append(f"{url}: body is not {ctype} (starts {r['body'][:16]!r})")
-        if "x-nextjs-cache" not in hdr or "vary" not in hdr:
-            problems.append(f"{url}: missing the optimizer's headers (X-Nextjs-Cache, Vary): {hdr}")
-        if stack.mode == "dropin" and hdr.get("server") != "uvicorn":
-            problems.append(f"{url}: answered by {hdr.get('server')!r}, not imgopt (uvicorn) behind nginx")
+        if "x-request-id" not in hdr or "x-nextjs-cache" not in hdr:
+            problems.append(f"{url}: not answered by imgopt (no X-Request-Id / X-Nextjs-Cache): {hdr}")
     for url in v.requests:
         path = unquote(urlsplit(url).path)
-        if IMAGE_EXT.search(path) and not url.startswith(prefix):
+        if IMAGE_EXT.search(path) and not url.startswith(prefix) and url not in svg_urls:
             problems.append(f"an image file was requested directly, not through imgopt: {url}")
+    hydration = [e for e in v.console_errors if "hydrat" in e.lower() or "did not match" in e.lower()]
+    if hydration:
+        problems.append(f"hydration errors in the console: {hydration[:3]}")
     return problems
 
 
@@ -567,8 +742,9 @@ def save_report(path: Path, v: Visit, problems: list[str]) -> None:
         "viewport": {"width": v.viewport[0], "height": v.viewport[1], "dpr": v.viewport[2]},
         "images": [{**i, "picked_w": query_of(i["currentSrc"]).get("w")} for i in v.images],
         "responses": [{"url": r["url"], "status": r["status"], "content-type": r["headers"].get("content-type"),
-                       "x-nextjs-cache": r["headers"].get("x-nextjs-cache"), "server": r["headers"].get("server"),
-                       "bytes": len(r["body"])} for r in v.responses],
+                       "x-nextjs-cache": r["headers"].get("x-nextjs-cache"), "bytes": len(r["body"])}
+                      for r in v.responses],
+        "console_errors": v.console_errors,
         "problems": problems,
     }
     path.with_suffix(".json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
@@ -578,57 +754,98 @@ def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
 
-CASES = [(p, vp) for p in PAGES for vp in VIEWPORTS]
-CASE_IDS = [f"{'home' if p == '/' else p.strip('/')}-{vp}" for p, vp in CASES]
+CASES = [(s, p, vp) for s in SHAPES for p in PAGES for vp in VIEWPORTS]
+CASE_IDS = [f"{s.id}-{'home' if p == '/' else p.strip('/')}-{vp}" for s, p, vp in CASES]
 
 
-def screenshot_path(mode: str, page_path: str, vp: str) -> Path:
+def screenshot_path(shape: Shape, page_path: str, vp: str) -> Path:
     slug = "home" if page_path == "/" else page_path.strip("/").replace("/", "-")
-    return ARTIFACTS / f"{mode}-{slug}-{vp}.png"
+    return ARTIFACTS / f"{shape.id}-{slug}-{vp}.png"
 
 
-@pytest.mark.parametrize("page_path,vp", CASES, ids=CASE_IDS)
-def test_export_site_in_chromium(export_stack: Stack, browser: Any, page_path: str, vp: str) -> None:
-    """output: 'export' + loaderFile: static out/ on one server, every image from imgopt."""
-    v = visit(browser, export_stack.base_url + page_path, VIEWPORTS[vp], screenshot_path("export", page_path, vp))
-    problems = check_visit(export_stack, page_path, v)
-    static: StaticServer = export_stack.extra["static"]
-    # (/favicon.ico is the browser's own request, not an image of the page.)
-    direct = [p for p in static.paths if IMAGE_EXT.search(unquote(p.split("?")[0])) and p != "/favicon.ico"]
-    if direct:
-        problems.append(f"the static server was asked for image files: {direct}")
-    if page_path == "/gallery" and export_stack.origin.hits["/large.jpg"] < 1:
-        problems.append("imgopt never fetched the remote image from the origin")
-    save_report(screenshot_path("export", page_path, vp), v, problems)
-    assert not problems, "\n".join(problems)
-
-
-@pytest.mark.parametrize("page_path,vp", CASES, ids=CASE_IDS)
-def test_dropin_site_in_chromium(dropin_stack: Stack, browser: Any, page_path: str, vp: str) -> None:
-    """next start + nginx: /_next/image is answered by imgopt, its cache holds the results."""
-    cache_dir = dropin_stack.imgopt.cache_dir
+@pytest.mark.parametrize("shape,page_path,vp", CASES, ids=CASE_IDS)
+def test_site_in_chromium(stacks: Stacks, browser: Any, shape: Shape, page_path: str, vp: str) -> None:
+    """One page of one deployment shape at one viewport: every image as the checks above say."""
+    stack = stacks.get(shape)
+    cache_dir = stack.imgopt.cache_dir
     before = dir_size(cache_dir)
-    v = visit(browser, dropin_stack.base_url + page_path, VIEWPORTS[vp], screenshot_path("dropin", page_path, vp))
-    problems = check_visit(dropin_stack, page_path, v)
-
-    seen: set[str] = dropin_stack.extra["seen"]
-    new = {r["url"] for r in v.responses} - seen
-    seen |= new
-    if new and not dir_size(cache_dir) > before:
-        problems.append(f"imgopt's cache dir {cache_dir} did not grow ({before} bytes) after {len(new)} new images")
-    # imgopt's cache holds every image the browser got: asking again is a HIT from imgopt.
-    for url in sorted({r["url"] for r in v.responses}):
-        r = httpx.get(url, headers={"Accept": CHROMIUM_ACCEPT}, timeout=60)
-        if r.status_code != 200 or r.headers.get("x-nextjs-cache") != "HIT" or r.headers.get("server") != "uvicorn":
-            problems.append(f"again {url}: {r.status_code} X-Nextjs-Cache={r.headers.get('x-nextjs-cache')} "
-                            f"Server={r.headers.get('server')}")
-    next_images: Path = dropin_stack.extra["next_images"]
-    if next_images.exists() and any(next_images.iterdir()):
-        problems.append(f"Next's own image cache is not empty: {sorted(p.name for p in next_images.iterdir())}")
-    if page_path == "/gallery" and dropin_stack.origin.hits["/large.jpg"] < 1:
+    shot = screenshot_path(shape, page_path, vp)
+    v = visit(browser, stack.site_url + (page_path if page_path != "/" else "/"), VIEWPORTS[vp], shot)
+    problems = check_visit(stack, page_path, v)
+    if page_path == "/gallery" and stack.origin.hits["/large.jpg"] <= stack.extra["origin_hits"]:
         problems.append("imgopt never fetched the remote image from the origin")
-    save_report(screenshot_path("dropin", page_path, vp), v, problems)
+    if shape.mode == "export":
+        static: StaticServer = stack.extra["static"]
+        # (/favicon.ico is the browser's own request, not an image of the page.)
+        direct = [p for p in static.paths
+                  if IMAGE_EXT.search(unquote(p.split("?")[0])) and not p.endswith("/favicon.ico")
+                  and not unquote(p.split("?")[0]).endswith(".svg")]
+        if direct:
+            problems.append(f"the static server was asked for image files: {direct}")
+    else:
+        seen: set[str] = stack.extra["seen"]
+        new = {r["url"] for r in v.responses if r["url"].startswith(stack.image_endpoint)} - seen
+        seen |= new
+        if new and not dir_size(cache_dir) > before:
+            problems.append(f"imgopt's cache dir {cache_dir} did not grow ({before} bytes) after {len(new)} new images")
+        # imgopt's cache holds every image the browser got: asking again through nginx is a HIT.
+        for url in sorted(new):
+            r = httpx.get(url, headers={"Accept": CHROMIUM_ACCEPT}, timeout=60)
+            if r.status_code != 200 or r.headers.get("x-nextjs-cache") != "HIT" or "x-request-id" not in r.headers:
+                problems.append(f"again {url}: {r.status_code} X-Nextjs-Cache={r.headers.get('x-nextjs-cache')}")
+        next_images: Path = stack.extra["next_images"]
+        if next_images.exists() and any(next_images.iterdir()):
+            problems.append(f"Next's own image cache is not empty: {sorted(p.name for p in next_images.iterdir())}")
+    save_report(shot, v, problems)
     assert not problems, "\n".join(problems)
+
+
+# -- the loader against Next's own default loader ----------------------------------------------
+
+LOADER_PARITY = r"""
+const [nextLoaderPath, ourLoaderPath] = process.argv.slice(1)
+const rows = []
+const srcs = ['/a.jpg', '/dir with space/ä.png', '/a.png?v=1', '/_next/static/media/h.3-8si9.jpg?dpl=v9',
+  '/_next/static/media/h.abc.jpg', '/shop/x.jpg?dpl=v1&k=2', '/_next/static/immutable/i.jpg',
+  'https://cdn.example.com/a.jpg?dpl=x', 'http://127.0.0.1:4000/large.jpg', '/100%25.png', '/a+b&c=d.png']
+const configs = [
+  { path: '/_next/image', qualities: [75] },
+  { path: '/shop/_next/image', qualities: [50, 75] },
+  { path: '/_next/image', qualities: [90, 10, 50] },
+  { path: '/_next/image', qualities: undefined },
+]
+;(async () => {
+  const next = require(nextLoaderPath).default
+  const ours = await import(ourLoaderPath)
+  for (const config of configs) {
+    const mine = ours.createLoader({ path: config.path, qualities: config.qualities,
+      deploymentId: process.env.NEXT_DEPLOYMENT_ID, dangerouslyAllowSVG: true })
+    for (const src of srcs) for (const width of [32, 640, 3840]) for (const quality of [undefined, 1, 50, 60, 75, 100]) {
+      rows.push({ src, width, quality, config, next: next({ config, src, width, quality }), ours: mine({ src, width, quality }) })
+    }
+  }
+  process.stdout.write(JSON.stringify(rows))
+})()
+"""
+
+
+@pytest.mark.parametrize("deployment_id", ["", "v1"])
+def test_the_loader_makes_the_urls_next_default_loader_makes(site_deps: Path, deployment_id: str) -> None:
+    """The same {src, width, quality} and images settings give the same URL from the imgopt loader
+    (without NEXT_PUBLIC_IMGOPT_URL) as from Next's own default loader, deployment id included.
+    (Qualities unset: Next passes the quality through; the loader snaps it to the default [75],
+    which is what an imgopt service with Next's default qualities accepts.)"""
+    next_loader = SITE / "node_modules" / "next" / "dist" / "shared" / "lib" / "image-loader.js"
+    env = node_env(NODE_ENV="production", **({"NEXT_DEPLOYMENT_ID": deployment_id} if deployment_id else {}))
+    out = subprocess.run([need("node", "Node.js"), "-e", LOADER_PARITY, str(next_loader), str(ROOT / "loader" / "index.js")],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert len(rows) == 4 * 11 * 3 * 6
+    diff = [r for r in rows if r["next"] != r["ours"] and r["config"].get("qualities") is not None]
+    assert not diff, f"{len(diff)} differ, e.g. {diff[:3]}"
+    unset = [r for r in rows if r["config"].get("qualities") is None]
+    assert all(r["ours"].endswith("&q=75") or "&q=75&dpl=" in r["ours"] for r in unset)
 
 
 # -- every URL the loader makes for the default config is accepted ----------------------------

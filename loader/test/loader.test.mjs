@@ -105,7 +105,8 @@ test('base URL without scheme or slash throws', () => {
 
 test('custom path', () => {
   assert.equal(createLoader({ path: '/img' })({ src: '/a.png', width: 48 }), '/img?url=%2Fa.png&w=48&q=75')
-  assert.equal(createLoader({ path: 'img/' , baseUrl: 'https://x.test/' })({ src: '/a.png', width: 48 }), 'https://x.test/img/?url=%2Fa.png&w=48&q=75')
+  // A trailing slash is dropped: Next adds one to images.path for every custom loader.
+  assert.equal(createLoader({ path: 'img/' , baseUrl: 'https://x.test/' })({ src: '/a.png', width: 48 }), 'https://x.test/img?url=%2Fa.png&w=48&q=75')
 })
 
 test('deterministic: same input, same output', () => {

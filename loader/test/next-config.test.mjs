@@ -59,6 +59,8 @@ test('a qualities array is used in its own order, as images.qualities is in Next
 })
 
 test('path (images.path, basePath included) and an absolute path', () => {
+  // Next adds a trailing slash to images.path for custom loaders.
+  assert.equal(createLoader({ path: '/_next/image/' })({ src: '/a.png', width: 32 }), '/_next/image?url=%2Fa.png&w=32&q=75')
   assert.equal(createLoader({ path: '/shop/_next/image' })({ src: '/shop/a.png', width: 32 }), '/shop/_next/image?url=%2Fshop%2Fa.png&w=32&q=75')
   assert.equal(
     createLoader({ baseUrl: 'http://127.0.0.1:3001', path: '/shop/_next/image' })({ src: '/a.png', width: 32 }),

@@ -1,12 +1,19 @@
-// The e2e test site (tests/test_e2e_browser.py). One config, two set-ups, chosen at build time:
+// The e2e test site (tests/test_e2e_browser.py). One config, every deployment shape, chosen at
+// build time by environment variables:
 //
 //   IMGOPT_E2E_MODE=export   `output: 'export'` + the imgopt loader (loader/index.js); the
 //                            static files go to out/, images to NEXT_PUBLIC_IMGOPT_URL.
 //   IMGOPT_E2E_MODE=dropin   `next start` with Next's default loader; a proxy in front sends
-//                            /_next/image to imgopt instead of Next.
-//
+//                            {basePath}/_next/image to imgopt instead of Next.
+//   IMGOPT_E2E_BASE_PATH     '' (default) or a basePath such as '/shop'.
+//   IMGOPT_E2E_DIST          the build folder (default .next), so that shapes can be built
+//                            one after another without overwriting each other.
 //   IMGOPT_E2E_REMOTE_ORIGIN http://127.0.0.1:PORT, the origin of the remote image; it is
-//                            allowed by remotePatterns (and read by the gallery page).
+//                            allowed by remotePatterns.
+//
+// The bundler is chosen on the command line: `next build` (Turbopack) or `next build --webpack`.
+// deploymentId is always set, as the Next.js self-hosting guide recommends for every
+// deployment with more than one server.
 //
 // imgopt reads this same file (`imgopt serve --next-config tests/e2e/site/next.config.js`), so
 // the site and the service share one `images` section.
@@ -16,12 +23,14 @@ const mode = process.env.IMGOPT_E2E_MODE || 'dropin'
 if (mode !== 'export' && mode !== 'dropin') {
   throw new Error(`IMGOPT_E2E_MODE must be "export" or "dropin", got "${mode}"`)
 }
+const basePath = process.env.IMGOPT_E2E_BASE_PATH || ''
 const remoteOrigin = process.env.IMGOPT_E2E_REMOTE_ORIGIN || 'http://127.0.0.1:4000'
 // The repository root: the loader lives outside this project, so Turbopack's root must include it.
 const repoRoot = path.join(__dirname, '..', '..', '..')
 
 const images = {
   formats: ['image/avif', 'image/webp'],
+  qualities: [50, 75],
   remotePatterns: [new URL(`${remoteOrigin}/**`)],
   // The remote origin of the test runs on 127.0.0.1. Do not copy this into a real site.
   dangerouslyAllowLocalIP: true,
@@ -29,9 +38,9 @@ const images = {
 
 /** @type {import('next').NextConfig} */
 const nextConfig = {
-  // Separate build folders, so both set-ups can be built side by side: an export build
-  // always compiles into .next and writes the site to out/, so drop-in builds elsewhere.
-  ...(mode === 'dropin' ? { distDir: '.next-dropin' } : {}),
+  deploymentId: process.env.IMGOPT_E2E_DEPLOYMENT_ID || 'e2e-v1',
+  ...(basePath ? { basePath } : {}),
+  distDir: process.env.IMGOPT_E2E_DIST || '.next',
   turbopack: { root: repoRoot },
   outputFileTracingRoot: repoRoot,
   images:
@@ -39,7 +48,7 @@ const nextConfig = {
       ? { ...images, loader: 'custom', loaderFile: '../../../loader/index.js' }
       : images,
   ...(mode === 'export' ? { output: 'export' } : {}),
-  env: { IMGOPT_E2E_REMOTE_ORIGIN: remoteOrigin },
+  env: { IMGOPT_E2E_REMOTE_ORIGIN: remoteOrigin, IMGOPT_E2E_BASE_PATH: basePath },
 }
 
 module.exports = nextConfig
