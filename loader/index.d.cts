@@ -12,6 +12,9 @@ declare namespace imgoptLoader {
     baseUrl?: string | null
     qualities?: readonly number[] | string | number
     path?: string
+    dangerouslyAllowSVG?: boolean
+    deploymentId?: string
+    supportsImmutableAssets?: boolean
   }
   export const __esModule: true
   const _default: typeof imgoptLoader
@@ -35,7 +38,7 @@ declare namespace imgoptLoader {
   export function getPlaceholder(src: string, options?: PlaceholderOptions): Promise<Placeholder>
 }
 
-/** Loader configured from `NEXT_PUBLIC_IMGOPT_URL` and `NEXT_PUBLIC_IMGOPT_QUALITIES`. */
+/** Loader configured from the Next.js build it is compiled into (images.qualities, images.path, images.dangerouslyAllowSVG, deploymentId) and `NEXT_PUBLIC_IMGOPT_URL`; `NEXT_PUBLIC_IMGOPT_QUALITIES` outside a Next build. */
 declare function imgoptLoader(props: imgoptLoader.ImageLoaderProps): string
 
 export = imgoptLoader

@@ -14,11 +14,17 @@ export interface LoaderOptions {
   baseUrl?: string | null
   /** Allowed qualities (array or comma-separated string). Integers 1..100; others are ignored. Default `[75]`. */
   qualities?: readonly number[] | string | number
-  /** Route on the service. Default `'/_next/image'`. */
+  /** Route on the service (Next's `images.path`, basePath included). Default `'/_next/image'`. Trailing slashes are dropped; an absolute http(s) URL is the whole endpoint. */
   path?: string
+  /** As Next's `images.dangerouslyAllowSVG`: when false (default), `.svg` srcs are returned unchanged instead of being sent to the service. */
+  dangerouslyAllowSVG?: boolean
+  /** Next's `deploymentId`: added as `&dpl=` for local srcs (a `?dpl=` in the src is moved there). */
+  deploymentId?: string
+  /** As Next's `supportsImmutableAssets`: no `dpl` for `/_next/static/immutable/` srcs. */
+  supportsImmutableAssets?: boolean
 }
 
-/** Loader configured from `NEXT_PUBLIC_IMGOPT_URL` and `NEXT_PUBLIC_IMGOPT_QUALITIES`. */
+/** Loader configured from the Next.js build it is compiled into (images.qualities, images.path, images.dangerouslyAllowSVG, deploymentId) and `NEXT_PUBLIC_IMGOPT_URL`; `NEXT_PUBLIC_IMGOPT_QUALITIES` outside a Next build. */
 declare function imgoptLoader(props: ImageLoaderProps): string
 export default imgoptLoader
 
