@@ -1,0 +1,19 @@
+// CloudFront Functions (JavaScript runtime 2.0), viewer request, on the behavior for
+// /_next/image*: rewrites Accept to the tokens imgopt negotiates on, so that the cache policy
+// (which must include the Accept header in the cache key) stores one object per output format
+// instead of one per browser. tests/test_cdn.py runs this handler with node on real browsers'
+// Accept headers.
+async function handler(event) {
+  var request = event.request
+  var accept = request.headers['accept'] ? request.headers['accept'].value.toLowerCase() : ''
+  if (accept.indexOf('image/avif') !== -1) {
+    request.headers['accept'] = { value: 'image/avif,image/webp' }
+  } else if (accept.indexOf('image/webp') !== -1) {
+    request.headers['accept'] = { value: 'image/webp' }
+  } else {
+    delete request.headers['accept']
+  }
+  // A request id names one request: never let it into a cached object.
+  delete request.headers['x-request-id']
+  return request
+}
