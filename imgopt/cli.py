@@ -98,8 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgopt", description="Next.js-compatible image optimization service")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="start the HTTP service")
-    for flag, _type, help_text in OPTIONS:
-        serve.add_argument(f"--{flag}", default=None, help=f"{help_text} [env {_env_name(flag)}]")
+    warm = sub.add_parser(
+        "warm", help="fill the cache with every image variant a built site uses",
+        description="Collect every /_next/image URL of a static export folder, a sitemap.xml or page URLs, "
+                    "and produce each once per output format, through --server or in this process with the "
+                    "same flags as `imgopt serve` (so it writes the same cache).")
+    warm.add_argument("sources", nargs="+", metavar="SOURCE",
+                      help="a static export folder, a sitemap.xml (file or URL), or an http(s) page URL")
+    warm.add_argument("--server", help="a running imgopt (e.g. http://127.0.0.1:3001) to send the requests to")
+    warm.add_argument("--formats", help="comma-separated: avif, webp, original (default: the config's formats)")
+    warm.add_argument("--concurrency", type=int, default=2, help="requests at once (default 2)")
+    warm.add_argument("--dry-run", action="store_true", help="list the variants, request nothing")
+    for p in (serve, warm):
+        for flag, _type, help_text in OPTIONS:
+            p.add_argument(f"--{flag}", default=None, help=f"{help_text} [env {_env_name(flag)}]")
     return parser
 
 
@@ -168,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"imgopt: {e}", file=sys.stderr)
         return 2
     level = str(values.get("log_level", "info")).upper()
+    if args.command == "warm":
+        return _warm(args, settings, level)
     logging.basicConfig(level=getattr(logging, level, logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     import uvicorn
@@ -192,6 +206,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     Server(config).run()
     return 0
+
+
+def _warm(args: argparse.Namespace, settings: Settings, level: str) -> int:
+    import asyncio
+
+    from . import warm
+
+    logging.basicConfig(level=getattr(logging, level, logging.INFO) if level != "INFO" else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.concurrency < 1:
+        print("imgopt: --concurrency: must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(warm.warm(
+            args.sources, settings=settings, server=args.server,
+            formats=args.formats.split(",") if args.formats else None,
+            concurrency=args.concurrency, dry_run=args.dry_run))
+    except warm.WarmError as e:
+        print(f"imgopt: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

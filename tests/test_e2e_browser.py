@@ -800,6 +800,39 @@ def test_site_in_chromium(stacks: Stacks, browser: Any, shape: Shape, page_path:
     assert not problems, "\n".join(problems)
 
 
+# -- imgopt warm: the first visitor gets HITs ------------------------------------------------
+
+WARM_SHAPE = SHAPES[0]  # static export, Turbopack, no basePath
+
+
+def test_warm_on_the_export_makes_every_image_the_browser_loads_a_hit(stacks: Stacks, browser: Any) -> None:
+    """`imgopt warm out/` in-process (the same flags as the server, its cache folder emptied
+    first), then the server restarted (its memory tier empty): every image of every page, at
+    every viewport, is a HIT from the disk cache."""
+    stack = stacks.get(WARM_SHAPE)
+    imgopt = stack.imgopt
+    imgopt.stop()
+    shutil.rmtree(imgopt.cache_dir, ignore_errors=True)
+    out: Path = stack.extra["out"]
+    flags = imgopt.argv[imgopt.argv.index("serve") + 1:]
+    r = subprocess.run([*imgopt.argv[:imgopt.argv.index("serve")], "warm", str(out), *flags],
+                       capture_output=True, text=True, timeout=900, env=imgopt.env)
+    (ARTIFACTS / "warm-export.log").write_text(r.stdout + r.stderr)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert " 0 failed" in r.stdout, r.stdout
+    imgopt.start()
+    problems = []
+    for page_path in PAGES:
+        for vp, viewport in VIEWPORTS.items():
+            v = visit(browser, stack.site_url + page_path, viewport, ARTIFACTS / f"warm-{vp}-{page_path.strip('/') or 'home'}.png")
+            for resp in v.responses:
+                if resp["url"].startswith(stack.image_endpoint) and resp["headers"].get("x-nextjs-cache") != "HIT":
+                    problems.append(f"{vp} {resp['url']}: {resp['status']} X-Nextjs-Cache={resp['headers'].get('x-nextjs-cache')}")
+            if not any(r["url"].startswith(stack.image_endpoint) for r in v.responses):
+                problems.append(f"{vp} {page_path}: no image from imgopt at all")
+    assert not problems, "\n".join(problems)
+
+
 # -- the loader against Next's own default loader ----------------------------------------------
 
 LOADER_PARITY = r"""

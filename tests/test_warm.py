@@ -1,0 +1,155 @@
+"""`imgopt warm`: every /_next/image URL of a built site, once per output format, before traffic.
+
+The site here is a small static export written by the test (the shapes Next writes: <img
+srcset>, <picture><source srcset>, <link rel=preload imagesrcset>, the RSC payload in an inline
+script and in a .txt file). The browser test (tests/test_e2e_browser.py) warms a real Next.js
+export and then checks that every image the browser loads is a HIT.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from conftest import ImgoptServer
+from imgopt import warm
+from origin import Origin
+
+IMAGES = {"formats": ["image/avif", "image/webp"], "qualities": [50, 75]}
+
+
+def img(url: str, w: int, q: int = 75, base: str = "") -> str:
+    return f"{base}/_next/image?url={url.replace('/', '%2F')}&w={w}&q={q}"
+
+
+def page_html(base: str = "") -> str:
+    a640, a1080 = img("/a.jpg", 640, base=base), img("/a.jpg", 1080, base=base)
+    rsc = json.dumps(img("/rsc.jpg", 640, q=50, base=base)).replace("&", "\\u0026")
+    return f"""<!DOCTYPE html><html><head>
+<link rel="preload" as="image" imagesrcset="{a640.replace('&', '&amp;')} 640w, {a1080.replace('&', '&amp;')} 1080w" imagesizes="100vw">
+</head><body>
+<img alt="" srcset="{a640.replace('&', '&amp;')} 640w, {a1080.replace('&', '&amp;')} 1080w" src="{a1080.replace('&', '&amp;')}">
+<picture><source media="(min-width: 800px)" srcset="{img('/wide.jpg', 1920, base=base).replace('&', '&amp;')} 1x">
+<img alt="" src="{img('/narrow.jpg', 640, base=base).replace('&', '&amp;')}"></picture>
+<img alt="svg" src="/logo.svg?dpl=v1">
+<script>self.__next_f.push([1,{rsc}])</script>
+</body></html>"""
+
+
+EXPECTED = {img("/a.jpg", 640), img("/a.jpg", 1080), img("/wide.jpg", 1920), img("/narrow.jpg", 640),
+            img("/rsc.jpg", 640, q=50), img("/txt.jpg", 384)}
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    (out / "gallery").mkdir(parents=True)
+    (out / "index.html").write_text(page_html())
+    # A second page repeats an image (collected once) and its RSC payload sits in a .txt file.
+    (out / "gallery.html").write_text(f'<img src="{img("/a.jpg", 640).replace("&", "&amp;")}">')
+    (out / "gallery" / "__next.gallery.txt").write_text('1:["$","img",null,{"src":' + json.dumps(img("/txt.jpg", 384)) + "}]")
+    return out
+
+
+@pytest.fixture
+def originals(corpus: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "originals"
+    root.mkdir()
+    for name in ("a.jpg", "wide.jpg", "narrow.jpg", "rsc.jpg", "txt.jpg"):
+        (root / name).write_bytes((corpus / "test.jpg").read_bytes())
+    return root
+
+
+def run_warm(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
+    cfg = tmp / "images.json"
+    cfg.write_text(json.dumps(IMAGES))
+    return subprocess.run([sys.executable, "-m", "imgopt", "warm", *args, "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_collects_every_image_url_a_next_page_uses(site: Path) -> None:
+    import asyncio
+
+    async def go() -> list[str]:
+        async with httpx.AsyncClient() as c:
+            return await warm.collect([str(site)], c)
+
+    found = asyncio.run(go())
+    assert set(found) == EXPECTED
+    assert len(found) == len(EXPECTED)  # each once
+
+
+def test_any_host_and_basepath_keep_their_path() -> None:
+    html = page_html(base="https://img.example.com/shop")
+    paths = {warm.image_path(u) for u in warm.urls_in_html(html)} - {None}
+    assert paths == {p.replace("/_next/image", "/shop/_next/image") for p in EXPECTED - {img("/txt.jpg", 384)}}
+
+
+def test_in_process_warm_fills_the_cache_a_server_then_serves_as_hits(site: Path, originals: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    r = run_warm(str(site), "--local-root", str(originals), "--cache-dir", str(cache), tmp=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{len(EXPECTED) * 2} variants, {len(EXPECTED) * 2} ok ({len(EXPECTED) * 2} MISS)" in r.stdout
+    srv = ImgoptServer(tmp_path / "srv", IMAGES, "--local-root", str(originals), "--cache-dir", str(cache)).start()
+    try:
+        for path in EXPECTED:
+            for accept, mime in (("image/avif,image/webp,*/*", "image/avif"), ("image/webp,*/*", "image/webp")):
+                resp = httpx.get(srv.url + path, headers={"Accept": accept}, timeout=60)
+                assert resp.status_code == 200 and resp.headers["content-type"] == mime
+                assert resp.headers["x-nextjs-cache"] == "HIT", (path, mime)
+    finally:
+        srv.stop()
+    # A second run finds everything fresh: it resumes, producing nothing again.
+    again = run_warm(str(site), "--local-root", str(originals), "--cache-dir", str(cache), tmp=tmp_path)
+    assert again.returncode == 0 and f"({len(EXPECTED) * 2} HIT)" in again.stdout, again.stdout
+
+
+def test_warm_through_a_server_from_a_sitemap_and_failures_exit_1(site: Path, originals: Path, make_server: Any,
+                                                                   tmp_path: Path) -> None:
+    srv = make_server(IMAGES, "--local-root", str(originals))
+    bad = img("/a.jpg", 641)          # not an allowed width
+    missing = img("/missing.jpg", 640)
+    (site / "broken.html").write_text(f'<img src="{bad.replace("&", "&amp;")}"><img src="{missing.replace("&", "&amp;")}">')
+    with Origin(root=site) as pages:
+        sitemap = site / "sitemap.xml"
+        sitemap.write_text('<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+                           f"<url><loc>{pages.base_url}/index.html</loc></url>"
+                           f"<url><loc>{pages.base_url}/broken.html</loc></url></urlset>")
+        r = run_warm(f"{pages.base_url}/sitemap.xml", "--server", srv.url, "--formats", "webp", tmp=tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"FAILED 400 webp {bad}: \"w\" parameter (width) of 641 is not allowed" in r.stdout
+    assert f"FAILED 404 webp {missing}" in r.stdout
+    assert "2 failed" in r.stdout
+    resp = httpx.get(srv.url + img("/wide.jpg", 1920), headers={"Accept": "image/webp"}, timeout=60)
+    assert resp.headers["x-nextjs-cache"] == "HIT"
+
+
+def test_dry_run_lists_the_variants(site: Path, tmp_path: Path) -> None:
+    r = run_warm(str(site), "--dry-run", "--formats", "avif,original", tmp=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stdout.splitlines() if "\t" in line]
+    assert {tuple(line.split("\t")) for line in lines} == {(f, p) for p in EXPECTED for f in ("avif", "original")}
+    assert "(dry run)" in r.stdout
+
+
+@pytest.mark.parametrize("formats,message", [("gif", "unknown format 'gif'"),
+                                             ("webp,avif", None)])
+def test_formats_are_checked_against_the_config(formats: str, message: str | None) -> None:
+    if message is None:
+        assert warm.formats_for(["image/avif", "image/webp"], formats.split(",")) == ["webp", "avif"]
+        with pytest.raises(warm.WarmError, match="not in the config"):
+            warm.formats_for(["image/webp"], formats.split(","))
+    else:
+        with pytest.raises(warm.WarmError, match=message):
+            warm.formats_for(["image/webp"], formats.split(","))
+
+
+def test_a_source_that_is_nothing_is_a_usage_error(tmp_path: Path) -> None:
+    r = run_warm(str(tmp_path / "nope"), "--dry-run", tmp=tmp_path)
+    assert r.returncode == 2 and "not a folder, a file or an http(s) URL" in r.stderr
