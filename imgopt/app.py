@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from . import encoding, metrics
+from .cache import store_degraded
 from .config import Settings
 from .errors import ImageError
 from .params import RequestMemo, parse_placeholder_request
@@ -170,9 +171,14 @@ def create_app(settings: Settings) -> Starlette:
             return error_response(ImageError(500, "Internal error while making the placeholder"))
 
     async def healthz(request: Request) -> Response:
-        # Always 200 while the process can answer: a degraded shared cache (Redis down) is
-        # reported in the body, and the replica keeps serving, so balancers should keep it.
-        return JSONResponse(await service.coordinator.health(), headers={"Cache-Control": "no-store"})
+        # Always 200 while the process can answer: a degraded cache (Redis down, a read-only or
+        # full cache dir) is reported in the body with its reason, and the replica keeps
+        # serving (from memory), so probes and balancers should keep it.
+        health = await service.coordinator.health()
+        reason = store_degraded(service.store)
+        if reason is not None:
+            health = {**health, "status": "degraded", "reason": reason}
+        return JSONResponse(health, headers={"Cache-Control": "no-store"})
 
     async def metrics_endpoint(request: Request) -> Response:
         body, content_type = metrics.exposition()

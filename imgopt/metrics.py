@@ -47,6 +47,10 @@ CACHE_LOOKUPS = Counter("imgopt_cache_lookups", "Cache look-ups by tier (disk, r
                         ["tier", "result"])
 CACHE_ERRORS = Counter("imgopt_cache_errors", "Cache operations that failed or were skipped (circuit open), by "
                        "tier and operation", ["tier", "op"])
+CACHE_DEGRADED = Gauge("imgopt_cache_degraded", "1 while the disk cache cannot be used (read-only, full, unopenable "
+                       "dir): responses are kept in the memory tier only, /healthz says degraded", ["tier"])
+CACHE_DB_DAMAGED = Counter("imgopt_cache_db_damaged", "Damaged cache databases moved aside (cache.db.damaged-*) and "
+                           "replaced by a new one", ["tier"])
 CACHE_UP = Gauge("imgopt_cache_backend_up", "1 when the shared cache backend answers (circuit closed), else 0",
                  ["backend"])
 LOCKS = Counter("imgopt_cluster_locks", "Cross-replica single flight: how each miss or refresh got its entry "
