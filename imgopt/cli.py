@@ -9,11 +9,14 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from . import malloc
 from .config import ConfigError, ImagesConfig, Settings, load_images_config, parse_images_config
 from .nextconfig import load_next_config
+
+if TYPE_CHECKING:
+    from .httpserver import HttpLimits
 
 
 def _size(text: str) -> int:
@@ -172,6 +175,19 @@ def settings_from(values: dict[str, Any]) -> Settings:
     return Settings(**kw)
 
 
+def http_limits_from(values: dict[str, Any]) -> "HttpLimits":
+    """The HTTP server's limits from the resolved options (imgopt.httpserver's defaults)."""
+    from .httpserver import HttpLimits, default_max_connections
+
+    return HttpLimits(
+        max_header_bytes=values.get("max_header_bytes", HttpLimits.max_header_bytes),
+        header_timeout=values.get("header_timeout", HttpLimits.header_timeout),
+        keepalive_timeout=values.get("keepalive_timeout", HttpLimits.keepalive_timeout),
+        max_connections=values.get("max_connections", default_max_connections()),
+        drain_timeout=values.get("drain_timeout", HttpLimits.drain_timeout),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     malloc.tune()
     args = build_parser().parse_args(argv)
@@ -187,16 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     from .app import create_app
-    from .httpserver import GuardedHttpToolsProtocol, HttpLimits, default_max_connections, raise_open_file_limit
+    from .httpserver import GuardedHttpToolsProtocol, raise_open_file_limit
 
     raise_open_file_limit()
-    limits = HttpLimits(
-        max_header_bytes=values.get("max_header_bytes", HttpLimits.max_header_bytes),
-        header_timeout=values.get("header_timeout", HttpLimits.header_timeout),
-        keepalive_timeout=values.get("keepalive_timeout", HttpLimits.keepalive_timeout),
-        max_connections=values.get("max_connections", default_max_connections()),
-        drain_timeout=values.get("drain_timeout", HttpLimits.drain_timeout),
-    )
+    limits = http_limits_from(values)
 
     class Server(uvicorn.Server):
         """uvicorn re-raises SIGTERM after a graceful shutdown; we exit 0 instead."""

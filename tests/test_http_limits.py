@@ -227,3 +227,29 @@ def test_a_gzipped_hit_is_compressed_once(srv):
     deflate = httpx.get(srv.url + "/_next/image", params={"url": "/test.bmp", "w": "640", "q": "75"},
                         headers={"Accept": "image/webp", "Accept-Encoding": "deflate"})
     assert deflate.headers["content-encoding"] == "deflate" and deflate.content == bodies[0]
+
+
+# -- drain ---------------------------------------------------------------------------------------
+
+
+def test_drain_timeout_bounds_shutdown_with_a_request_in_flight(make_server, corpus, origin):
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv = make_server({"dangerouslyAllowLocalIP": True, "domains": ["127.0.0.1"]}, "--fetch-timeout", "60",
+                      "--drain-timeout", "1")
+    before = origin.hits["/hang"]
+    with ThreadPoolExecutor(1) as ex:
+        fut = ex.submit(lambda: srv.get(f"{origin.base_url}/hang?drain", 640, 75))
+        for _ in range(500):  # until the fetch is at the origin
+            if origin.hits["/hang"] > before:
+                break
+            threading.Event().wait(0.02)
+        assert srv.proc is not None
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(30) == 0  # well before the 60 s fetch deadline
+        try:
+            r = fut.result(30)
+        except httpx.HTTPError:
+            return  # the connection was closed at the drain timeout
+        assert r.status_code >= 500, r.status_code  # or answered with an error, never an image
