@@ -284,6 +284,8 @@ class DiskStore:
 
     def _failed(self, cache: diskcache.Cache, e: BaseException) -> None:
         metrics.CACHE_ERRORS.labels("disk", "error").inc()
+        if isinstance(e, diskcache.Timeout):
+            return  # the database was busy for a while: this operation is skipped, nothing more
         with self._lock:
             if cache is not self._cache:
                 return  # already healed or reopened by another thread

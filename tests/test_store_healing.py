@@ -250,3 +250,29 @@ def test_full_cache_disk_is_degraded_and_just_served_entries_still_hit(tmp_path,
         finally:
             srv.stop()
         assert srv.proc is not None and srv.proc.returncode == 0
+
+
+def test_damage_met_while_running_is_healed_in_place(tmp_path):
+    """A connection opened after the damage (each thread has its own) meets it: the store moves
+    the database aside, starts a new one and goes on, without raising."""
+    import threading
+    import time
+
+    from imgopt.cache import DiskStore, Entry
+
+    store = DiskStore(tmp_path / "c", 1 << 20)
+    entry = Entry(b"x" * 100, "image/webp", '"e"', "u", 60, time.time() + 60)
+    store.set("a", entry)
+    assert store.get("a") == entry
+    db = tmp_path / "c" / "cache.db"
+    data = bytearray(db.read_bytes())
+    data[:100] = b"\xa5" * 100
+    db.write_bytes(bytes(data))
+    got: list[object] = []
+    t = threading.Thread(target=lambda: got.extend([store.get("a"), store.set("b", entry), store.get("b")]))
+    t.start()
+    t.join()
+    assert got == [None, None, entry]  # a miss, then the new database works
+    assert store.degraded is None
+    assert len(list((tmp_path / "c").glob("cache.db.damaged-*[0-9]"))) == 1
+    store.close()
