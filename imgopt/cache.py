@@ -3,8 +3,10 @@
 An entry is the response body plus a small header: type, validators, TTL and a CRC-32 over
 the key, every metadata field and the body. A damaged entry (bad header, wrong length, wrong
 checksum, or an entry stored under another key) is deleted, counted
-(``imgopt_cache_errors{op="corrupt"}``) and reported as a miss, never served. Entries are not expired by the store: a stale entry is served as
-STALE while one refresh runs, and the size limit evicts the least recently used.
+(``imgopt_cache_errors{op="corrupt"}``) and reported as a miss, never served. Entries are not
+expired by the store: a stale entry is served as STALE while one refresh runs, and the size
+limit evicts the least recently used. The store itself heals: a damaged database is moved aside
+and replaced, and a read-only or full cache dir degrades to the memory tier (``DiskStore``).
 
 ``open_cache`` picks the store for ``--cache``: this disk cache, or Redis shared by replicas
 (imgopt/rediscache.py), optionally with the disk cache as a local first tier (``TieredStore``),
