@@ -175,6 +175,28 @@ def test_at_the_connection_cap_idle_connections_make_room(make_server, corpus):
     assert metric(srv.url, "imgopt_http_rejected_total", reason="evicted") >= 11
 
 
+def test_at_the_connection_cap_with_every_connection_busy_a_new_one_gets_503(make_server, origin):
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv = make_server({"dangerouslyAllowLocalIP": True, "domains": ["127.0.0.1"]}, "--fetch-timeout", "5",
+                      "--max-connections", "2")
+    before = origin.hits["/hang"]
+    with ThreadPoolExecutor(2) as ex:
+        busy = [ex.submit(srv.get, f"{origin.base_url}/hang?cap{i}", 640, 75) for i in range(2)]
+        for _ in range(500):  # until both fetches are at the origin: two requests in progress
+            if origin.hits["/hang"] >= before + 2:
+                break
+            threading.Event().wait(0.02)
+        s = connect(srv)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = read_to_eof(s)
+        s.close()
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in answer.lower(), answer[:200]
+        assert [f.result(30).status_code for f in busy] == [504, 504]  # the busy ones were not touched
+    healthz(srv)
+    assert metric(srv.url, "imgopt_http_rejected_total", reason="connections") == 1
+
+
 # -- Accept and Accept-Encoding ---------------------------------------------------------------
 
 
