@@ -1,9 +1,12 @@
 """Caching: finished variants in an embedded disk cache (diskcache), LRU-bounded.
 
-An entry is the response body plus a small header: type, validators, TTL and a CRC-32 of
-the body. A damaged entry (bad header, wrong length, wrong checksum) is deleted and reported
-as a miss, never served. Entries are not expired by the store: a stale entry is served as
-STALE while one refresh runs, and the size limit evicts the least recently used.
+An entry is the response body plus a small header: type, validators, TTL and a CRC-32 over
+the key, every metadata field and the body. A damaged entry (bad header, wrong length, wrong
+checksum, or an entry stored under another key) is deleted, counted
+(``imgopt_cache_errors{op="corrupt"}``) and reported as a miss, never served. Entries are not
+expired by the store: a stale entry is served as STALE while one refresh runs, and the size
+limit evicts the least recently used. The store itself heals: a damaged database is moved aside
+and replaced, and a read-only or full cache dir degrades to the memory tier (``DiskStore``).
 
 ``open_cache`` picks the store for ``--cache``: this disk cache, or Redis shared by replicas
 (imgopt/rediscache.py), optionally with the disk cache as a local first tier (``TieredStore``),
@@ -12,9 +15,15 @@ plus the ``Coordinator`` that decides which replica produces a missing entry.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
+import shutil
+import sqlite3
 import struct
+import tempfile
+import threading
 import time
 import zlib
 from dataclasses import asdict, dataclass
@@ -29,8 +38,10 @@ from .lru import BytesLRU
 if TYPE_CHECKING:
     from .config import Settings
 
+log = logging.getLogger("imgopt")
+
 CACHE_VERSION = "imgopt-1"
-_MAGIC = b"IMGOPT1\n"
+_MAGIC = b"IMGOPT2\n"  # 2: the checksum covers key and metadata, not only the body
 
 
 @dataclass(frozen=True)
@@ -55,26 +66,43 @@ def cache_key(href: str, width: int, quality: int, mime: str) -> str:
     return h.hexdigest()
 
 
-def encode_entry(e: Entry) -> bytes:
+def _checksum(key: str, head: bytes, body: bytes) -> int:
+    """CRC-32 over the key, the metadata exactly as stored, and the body."""
+    crc = zlib.crc32(key.encode("utf-8", "surrogatepass") + b"\x00")
+    crc = zlib.crc32(struct.pack(">I", len(head)), crc)
+    crc = zlib.crc32(head, crc)
+    return zlib.crc32(body, crc)
+
+
+def encode_entry(key: str, e: Entry) -> bytes:
+    """MAGIC, checksum, metadata length, metadata (JSON), body. The checksum covers the key the
+    entry is stored under, so an entry (or a value file) moved to another key does not verify."""
     meta = {k: v for k, v in asdict(e).items() if k != "body"}
     meta["length"] = len(e.body)
-    meta["crc32"] = zlib.crc32(e.body)
-    head = json.dumps(meta, separators=(",", ":")).encode()
-    return _MAGIC + struct.pack(">I", len(head)) + head + e.body
+    head = json.dumps(meta, separators=(",", ":"), sort_keys=True).encode()
+    return _MAGIC + struct.pack(">II", _checksum(key, head, e.body), len(head)) + head + e.body
 
 
-def decode_entry(raw: bytes) -> Entry | None:
-    """The entry, or None when anything about it is wrong."""
+def decode_entry(key: str, raw: bytes) -> Entry | None:
+    """The entry stored under ``key``, or None when anything about it is wrong."""
     try:
         if not raw.startswith(_MAGIC):
             return None
-        (n,) = struct.unpack_from(">I", raw, len(_MAGIC))
-        start = len(_MAGIC) + 4
-        meta = json.loads(raw[start : start + n])
+        crc, n = struct.unpack_from(">II", raw, len(_MAGIC))
+        start = len(_MAGIC) + 8
+        head = raw[start : start + n]
         body = raw[start + n :]
-        if len(body) != meta["length"] or zlib.crc32(body) != meta["crc32"] or not body:
+        if len(head) != n or not body or _checksum(key, head, body) != crc:
             return None
-        return Entry(body, meta["mime"], meta["etag"], meta["upstream_etag"], int(meta["max_age"]), float(meta["expire_at"]))
+        meta = json.loads(head)
+        if len(body) != meta["length"]:
+            return None
+        fields = (meta["mime"], meta["etag"], meta["upstream_etag"], meta["max_age"], meta["expire_at"])
+        if not all(isinstance(v, str) for v in fields[:3]) or type(fields[3]) is not int:
+            return None
+        if not isinstance(fields[4], (int, float)) or isinstance(fields[4], bool):
+            return None
+        return Entry(body, fields[0], fields[1], fields[2], fields[3], float(fields[4]))
     except (ValueError, KeyError, TypeError, struct.error):
         return None
 
@@ -85,46 +113,256 @@ class Store(Protocol):
     def close(self) -> None: ...
 
 
+_DAMAGE_WORDS = ("malformed", "not a database", "file is encrypted", "corrupt")
+_RETRY_SECONDS = 5.0  # while degraded, one write in this interval tries the disk again
+_KEEP_DAMAGED = 3  # damaged databases kept for inspection; older ones are removed
+
+
+def is_damage(e: BaseException) -> bool:
+    """A database that sqlite cannot read as one (as opposed to a disk that cannot be written)."""
+    text = str(e).lower()
+    if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError):
+        return True
+    return isinstance(e, sqlite3.DatabaseError) and any(w in text for w in _DAMAGE_WORDS)
+
+
+def degraded_reason(e: BaseException) -> str:
+    """Why the disk cache cannot be used, in a few words for /healthz and the log."""
+    text = str(e).lower()
+    code = getattr(e, "errno", None)
+    if code in (errno.ENOSPC, errno.EDQUOT) or "full" in text:
+        return "cache disk full"
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM) or "readonly" in text or "read-only" in text:
+        return "cache dir read-only"
+    if "unable to open" in text:
+        return "cache dir not writable"
+    return f"cache store error: {type(e).__name__}: {e}"[:200]
+
+
 class DiskStore:
-    """diskcache-backed store: survives restarts, bounded by size with LRU eviction."""
+    """diskcache-backed store: survives restarts, bounded by size with LRU eviction.
+
+    It never raises and never stops the service:
+
+    * a database sqlite cannot read (truncated, header overwritten, not a database) is moved
+      aside as ``cache.db.damaged-<time>`` (the last few are kept for inspection), its
+      unreachable value files are removed, and a new database is created: an error log line
+      and ``imgopt_cache_db_damaged_total``. At start-up and whenever an operation meets it.
+    * a cache dir that cannot be written (read-only, full, not creatable) makes the store
+      *degraded*: reads and writes are skipped (responses are then kept in the memory tier
+      only), ``degraded`` holds the reason (shown by /healthz), ``imgopt_cache_degraded`` is 1.
+      One write every few seconds tries the disk again; the first that succeeds ends it.
+    """
 
     def __init__(self, directory: Path, size_limit: int) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self._cache = diskcache.Cache(
-            str(directory),
-            size_limit=size_limit,
+        self.directory = directory
+        self.size_limit = size_limit
+        self.degraded: str | None = None
+        self._lock = threading.Lock()
+        self._retry_at = 0.0
+        self._cache: diskcache.Cache | None = None
+        metrics.CACHE_DEGRADED.labels("disk").set(0)
+        with self._lock:
+            self._open()
+
+    # -- opening and healing (under self._lock) ------------------------------------------------
+
+    def _connect(self) -> diskcache.Cache:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        cache = diskcache.Cache(
+            str(self.directory),
+            size_limit=self.size_limit,
             eviction_policy="least-recently-used",
             cull_limit=16,
             statistics=False,
             timeout=5,
         )
+        try:
+            # Cheap reads that fail on a truncated or overwritten file: the key index and the
+            # right edge of the table (the pages a truncation removes first).
+            cache._sql("SELECT COUNT(*) FROM Cache").fetchone()
+            cache._sql("SELECT MAX(rowid) FROM Cache").fetchone()
+        except BaseException:
+            cache.close()
+            raise
+        return cache
+
+    def _open(self) -> None:
+        try:
+            self._cache = self._connect()
+        except Exception as e:
+            if not is_damage(e):
+                self._cache = None
+                self._degrade(e)
+                return
+            self._heal(e)
+
+    def _heal(self, e: BaseException) -> None:
+        self._cache = None
+        moved = self._move_aside()
+        metrics.CACHE_DB_DAMAGED.labels("disk").inc()
+        log.error("cache database %s is damaged (%s); moved aside as %s, starting a new one",
+                  self.directory / "cache.db", e, moved.name if moved else "(could not move it)")
+        try:
+            self._cache = self._connect()
+        except Exception as again:
+            self._degrade(again)
+            return
+        self._recovered()
+
+    def _move_aside(self) -> Path | None:
+        db = self.directory / "cache.db"
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        target = db.with_name(f"cache.db.damaged-{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = db.with_name(f"cache.db.damaged-{stamp}.{n}")
+        try:
+            db.rename(target)
+        except OSError as e:
+            log.error("could not move the damaged cache database aside: %s", e)
+            try:
+                db.unlink()
+            except OSError:
+                return None
+            target = None
+        for suffix in ("-wal", "-shm", "-journal"):
+            side = db.with_name(db.name + suffix)
+            try:
+                if target is not None:
+                    side.rename(target.with_name(target.name + suffix))
+                else:
+                    side.unlink()
+            except OSError:
+                pass
+        self._prune_damaged()
+        self._drop_value_files()
+        return target
+
+    def _prune_damaged(self) -> None:
+        kept = sorted(self.directory.glob("cache.db.damaged-*[0-9]"), key=lambda p: p.stat().st_mtime)
+        for old in kept[:-_KEEP_DAMAGED]:
+            for f in [old, *(old.with_name(old.name + s) for s in ("-wal", "-shm", "-journal"))]:
+                try:
+                    f.unlink()
+                except OSError:
+                    pass
+
+    def _drop_value_files(self) -> None:
+        """The value files the damaged database pointed to can no longer be found: their folders
+        are renamed out of the way at once and removed in the background."""
+        trash = self.directory / f"trash-{time.time_ns()}"
+        try:
+            for d in self.directory.iterdir():
+                if d.is_dir() and len(d.name) == 2 and all(c in "0123456789abcdef" for c in d.name):
+                    trash.mkdir(exist_ok=True)
+                    d.rename(trash / d.name)
+        except OSError:
+            pass
+        for old in self.directory.glob("trash-*"):
+            threading.Thread(target=shutil.rmtree, args=(old, True), daemon=True, name="imgopt-trash").start()
+
+    def _degrade(self, e: BaseException) -> None:
+        reason = degraded_reason(e)
+        if reason == "cache dir not writable":  # sqlite does not say why: ask the filesystem
+            try:
+                with tempfile.TemporaryFile(dir=self.directory):
+                    pass
+            except OSError as probe:
+                reason = degraded_reason(probe)
+        self._retry_at = time.monotonic() + _RETRY_SECONDS
+        if self.degraded != reason:
+            log.error("disk cache degraded (%s: %s): responses are kept in memory only, retrying every %.0fs",
+                      reason, e, _RETRY_SECONDS)
+        self.degraded = reason
+        metrics.CACHE_DEGRADED.labels("disk").set(1)
+
+    def _recovered(self) -> None:
+        if self.degraded is not None:
+            log.warning("disk cache usable again (was: %s)", self.degraded)
+        self.degraded = None
+        metrics.CACHE_DEGRADED.labels("disk").set(0)
+
+    def _failed(self, cache: diskcache.Cache, e: BaseException) -> None:
+        metrics.CACHE_ERRORS.labels("disk", "error").inc()
+        if isinstance(e, diskcache.Timeout):
+            return  # the database was busy for a while: this operation is skipped, nothing more
+        with self._lock:
+            if cache is not self._cache:
+                return  # already healed or reopened by another thread
+            if is_damage(e):
+                try:
+                    cache.close()
+                except Exception:
+                    pass
+                self._heal(e)
+            else:
+                self._degrade(e)
+
+    def _usable(self, writing: bool) -> diskcache.Cache | None:
+        """The cache to use now, or None: degraded stores only let one write through per interval."""
+        if self.degraded is None and self._cache is not None:
+            return self._cache
+        if not writing or time.monotonic() < self._retry_at:
+            return None
+        with self._lock:
+            if time.monotonic() < self._retry_at:
+                return None
+            self._retry_at = time.monotonic() + _RETRY_SECONDS
+            if self._cache is None:
+                self._open()
+            return self._cache
+
+    # -- Store ---------------------------------------------------------------------------------
 
     def get(self, key: str) -> Entry | None:
+        cache = self._usable(writing=False)
+        if cache is None:
+            return None
         try:
-            raw = self._cache.get(key, default=None, retry=True)
-        except Exception:  # a damaged store must not take the request down
+            raw = cache.get(key, default=None, retry=True)
+        except Exception as e:  # a damaged store must not take the request down
+            self._failed(cache, e)
             return None
         if raw is None:
             return None
-        entry = decode_entry(raw) if isinstance(raw, bytes) else None
+        entry = decode_entry(key, raw) if isinstance(raw, bytes) else None
         if entry is None:
+            metrics.CACHE_ERRORS.labels("disk", "corrupt").inc()
             self.delete(key)
         return entry
 
     def set(self, key: str, entry: Entry) -> None:
-        self._cache.set(key, encode_entry(entry), retry=True)
+        cache = self._usable(writing=True)
+        if cache is None:
+            return
+        try:
+            cache.set(key, encode_entry(key, entry), retry=True)
+        except Exception as e:
+            self._failed(cache, e)
+            return
+        if self.degraded is not None:
+            with self._lock:
+                if cache is self._cache:
+                    self._recovered()
 
     def delete(self, key: str) -> None:
+        cache = self._usable(writing=False)
+        if cache is None:
+            return
         try:
-            self._cache.delete(key, retry=True)
+            cache.delete(key, retry=True)
         except Exception:
             pass
 
     def volume(self) -> int:
-        return self._cache.volume()
+        return self._cache.volume() if self._cache is not None else 0
 
     def close(self) -> None:
-        self._cache.close()
+        with self._lock:
+            if self._cache is not None:
+                self._cache.close()
 
 
 class NullStore:
@@ -159,6 +397,12 @@ def get_max_age(cache_control: str | None) -> int:
 
 
 # -- tiers and cross-replica work ------------------------------------------------------------
+
+
+def store_degraded(store: object) -> str | None:
+    """Why a store (or its local tier) is degraded, or None; shown by /healthz."""
+    reason = getattr(store, "degraded", None)
+    return reason if isinstance(reason, str) else None
 
 
 class MemoryTier(BytesLRU[str, Entry]):
@@ -197,6 +441,10 @@ class MeteredStore:
     def set(self, key: str, entry: Entry) -> None:
         self.inner.set(key, entry)
 
+    @property
+    def degraded(self) -> str | None:
+        return store_degraded(self.inner)
+
     def close(self) -> None:
         self.inner.close()
 
@@ -231,6 +479,10 @@ class TieredStore:
             self.near.set(key, entry)
         finally:
             self.far.set(key, entry)
+
+    @property
+    def degraded(self) -> str | None:
+        return store_degraded(self.near)
 
     def close(self) -> None:
         try:

@@ -9,11 +9,14 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from . import malloc
 from .config import ConfigError, ImagesConfig, Settings, load_images_config, parse_images_config
 from .nextconfig import load_next_config
+
+if TYPE_CHECKING:
+    from .httpserver import HttpLimits
 
 
 def _size(text: str) -> int:
@@ -38,6 +41,13 @@ def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise ValueError("must be 0 or more")
+    return value
+
+
+def _header_size(text: str) -> int:
+    value = _size(text)
+    if value < 1024:
+        raise ValueError("must be at least 1K")
     return value
 
 
@@ -87,6 +97,13 @@ OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ("transform-timeout", _seconds, "seconds allowed for one transform (default 7)"),
     ("max-input-pixels", _positive_int, "largest input image in pixels (default 268402689)"),
     ("log-level", str, "debug, info, warning or error (default info)"),
+    ("max-header-bytes", _header_size, "largest request line plus headers of one request; more is answered 431 (default 16K)"),
+    ("header-timeout", _seconds, "seconds a request's headers may take to arrive, from the connection's start; "
+                                 "then 408 and close (default 10)"),
+    ("keepalive-timeout", _seconds, "seconds an idle kept-alive connection stays open (default 5)"),
+    ("max-connections", _positive_int, "open connections at most; at the cap the longest idle or half-sent one is "
+                                       "closed, or 503 when all are busy (default 1024, or half the open-file limit)"),
+    ("drain-timeout", _seconds, "seconds in-flight requests get to finish after SIGTERM (default 20)"),
 ]
 
 
@@ -170,6 +187,19 @@ def settings_from(values: dict[str, Any]) -> Settings:
     return Settings(**kw)
 
 
+def http_limits_from(values: dict[str, Any]) -> "HttpLimits":
+    """The HTTP server's limits from the resolved options (imgopt.httpserver's defaults)."""
+    from .httpserver import HttpLimits, default_max_connections
+
+    return HttpLimits(
+        max_header_bytes=values.get("max_header_bytes", HttpLimits.max_header_bytes),
+        header_timeout=values.get("header_timeout", HttpLimits.header_timeout),
+        keepalive_timeout=values.get("keepalive_timeout", HttpLimits.keepalive_timeout),
+        max_connections=values.get("max_connections", default_max_connections()),
+        drain_timeout=values.get("drain_timeout", HttpLimits.drain_timeout),
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     malloc.tune()
     args = build_parser().parse_args(argv)
@@ -187,6 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     from .app import create_app
+    from .httpserver import GuardedHttpToolsProtocol, raise_open_file_limit
+
+    raise_open_file_limit()
+    limits = http_limits_from(values)
 
     class Server(uvicorn.Server):
         """uvicorn re-raises SIGTERM after a graceful shutdown; we exit 0 instead."""
@@ -201,7 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=settings.host,
         port=settings.port,
         log_level=level.lower() if level.lower() in ("debug", "info", "warning", "error") else "info",
-        timeout_graceful_shutdown=20,
+        http=GuardedHttpToolsProtocol.with_limits(limits),
+        timeout_keep_alive=limits.keepalive_timeout,
+        timeout_graceful_shutdown=limits.drain_timeout,
         access_log=False,
     )
     Server(config).run()

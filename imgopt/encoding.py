@@ -8,10 +8,18 @@ the request is not HEAD and the client accepts it, it gzips the body (or deflate
 client accepts deflate but not gzip). The choice is the `negotiator` package's, ported here with
 its JavaScript edge cases (``q`` read with parseFloat; a ``q=0`` does not lower the implicit
 identity's quality). ``tests/test_next_parity.py`` compares the outcome with a real `next start`.
+
+Unlike Next, a body is compressed once, not on every response: ``EncodedBodies`` keeps the
+compressed variants of cached entries in a bounded LRU (keyed by the entry's cache key, ETag
+and coding), makes each one once however many requests want it at the same time, and makes
+large ones on a thread, a bounded number at a time. A body too large for that LRU (more than an
+eighth of it: 8 MiB with the default --memory-cache-size) is sent uncompressed, so no response
+is compressed per hit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gzip
 import math
@@ -20,6 +28,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Sequence
 
+from . import metrics
+from .lru import BytesLRU
 from .params import js_parse_float
 
 # mime-db's compressible image types (the ones imgopt can send are SVG, BMP and ICO)
@@ -122,3 +132,56 @@ def choose(header: str | None) -> str | None:
 def encode(body: bytes, coding: str) -> bytes:
     """zlib's default level, as node's createGzip/createDeflate."""
     return gzip.compress(body, compresslevel=6, mtime=0) if coding == "gzip" else zlib.compress(body, 6)
+
+
+class _EncodedLRU(BytesLRU[tuple[str, str, int, str], bytes]):
+    max_share = 4
+
+    def size_of(self, value: bytes) -> int:
+        return len(value)
+
+
+class EncodedBodies:
+    """Compressed bodies of cached entries, made once per (entry, coding) and kept, bounded."""
+
+    inline = 256 << 10  # smaller bodies are compressed on the event loop (faster than a thread hop)
+
+    def __init__(self, max_bytes: int, concurrency: int = 1) -> None:
+        self.lru = _EncodedLRU(max_bytes)
+        self._concurrency = max(1, concurrency)
+        self._slots: asyncio.Semaphore | None = None
+        self._making: dict[tuple[str, str, int, str], asyncio.Task[bytes]] = {}
+
+    def accepts(self, body: bytes) -> bool:
+        """Whether a body of this size is compressed at all (its compressed form can be kept)."""
+        return len(body) <= self.lru.max_bytes // self.lru.max_share
+
+    async def get(self, key: str, etag: str, body: bytes, coding: str) -> bytes:
+        """``body`` compressed with ``coding``; made at most once while it stays in the LRU."""
+        k = (key, etag, len(body), coding)
+        found = self.lru.get(k)
+        if found is not None:
+            metrics.ENCODED_BODIES.labels(coding, "reused").inc()
+            return found
+        task = self._making.get(k)
+        if task is None:
+            task = asyncio.ensure_future(self._make(body, coding))
+            self._making[k] = task
+            task.add_done_callback(lambda t, k=k: self._done(k, t))
+        else:
+            metrics.ENCODED_BODIES.labels(coding, "reused").inc()
+        return await asyncio.shield(task)
+
+    async def _make(self, body: bytes, coding: str) -> bytes:
+        metrics.ENCODED_BODIES.labels(coding, "made").inc()
+        if len(body) <= self.inline:
+            return encode(body, coding)
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._concurrency)
+        async with self._slots:
+            return await asyncio.to_thread(encode, body, coding)
+
+    def _done(self, k: tuple[str, str, int, str], task: "asyncio.Task[bytes]") -> None:
+        self._making.pop(k, None)
+        if not task.cancelled() and task.exception() is None:
+            self.lru.put(k, task.result())

@@ -34,6 +34,9 @@ REQUESTS = Counter("imgopt_http_requests", "HTTP requests answered, by route and
 LATENCY = Histogram("imgopt_http_request_duration_seconds", "Time to answer a request (to the last body byte)",
                     ["route"], buckets=_LATENCY_BUCKETS)
 RESPONSE_BYTES = Counter("imgopt_response_bytes", "Response body bytes sent, by route", ["route"])
+HTTP_REJECTED = Counter("imgopt_http_rejected", "Connections closed by an HTTP limit before their request reached "
+                        "the app (header_bytes: 431, header_timeout: 408 or close, evicted: closed at the "
+                        "connection cap to make room, connections: 503 at the cap)", ["reason"])
 IMAGES = Counter("imgopt_image_responses", "Image responses by X-Nextjs-Cache state (HIT, MISS, STALE)", ["cache"])
 
 TRANSFORM = Histogram("imgopt_transform_seconds", "Time on a worker for one transform, by output format and kind "
@@ -47,6 +50,13 @@ CACHE_LOOKUPS = Counter("imgopt_cache_lookups", "Cache look-ups by tier (disk, r
                         ["tier", "result"])
 CACHE_ERRORS = Counter("imgopt_cache_errors", "Cache operations that failed or were skipped (circuit open), by "
                        "tier and operation", ["tier", "op"])
+CACHE_DEGRADED = Gauge("imgopt_cache_degraded", "1 while the disk cache cannot be used (read-only, full, unopenable "
+                       "dir): responses are kept in the memory tier only, /healthz says degraded", ["tier"])
+CACHE_DB_DAMAGED = Counter("imgopt_cache_db_damaged", "Damaged cache databases moved aside (cache.db.damaged-*) and "
+                           "replaced by a new one", ["tier"])
+ENCODED_BODIES = Counter("imgopt_encoded_bodies", "gzip/deflate response bodies (SVG, BMP, ICO): made (compressed "
+                         "now) or reused (kept from an earlier response, or shared with one in progress)",
+                         ["coding", "result"])
 CACHE_UP = Gauge("imgopt_cache_backend_up", "1 when the shared cache backend answers (circuit closed), else 0",
                  ["backend"])
 LOCKS = Counter("imgopt_cluster_locks", "Cross-replica single flight: how each miss or refresh got its entry "

@@ -220,14 +220,14 @@ class RedisStore:
     def _decode(self, key: str, raw: Any) -> Entry | None:
         if raw is None:
             return None
-        entry = decode_entry(raw) if isinstance(raw, bytes) else None
+        entry = decode_entry(key, raw) if isinstance(raw, bytes) else None
         if entry is None:  # damaged: never served, removed
             metrics.CACHE_ERRORS.labels("redis", "corrupt").inc()
             self.delete(key)
         return entry
 
     def set(self, key: str, entry: Entry) -> None:
-        value = encode_entry(entry)
+        value = encode_entry(key, entry)
         if len(value) > self.max_entry:
             metrics.CACHE_ERRORS.labels("redis", "too_large").inc()
             return

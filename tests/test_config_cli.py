@@ -116,6 +116,22 @@ def test_flag_over_env_over_default(tmp_path):
     assert s.port == 3001 and s.host == "127.0.0.1" and s.queue_limit == 4 * s.workers
 
 
+def test_http_limit_flags_and_env():
+    from imgopt.cli import http_limits_from
+
+    args = build_parser().parse_args(["serve", "--max-header-bytes", "32K", "--header-timeout", "2.5"])
+    limits = http_limits_from(resolve_options(args, {"IMGOPT_DRAIN_TIMEOUT": "3", "IMGOPT_MAX_CONNECTIONS": "50",
+                                                     "IMGOPT_KEEPALIVE_TIMEOUT": "7", "IMGOPT_HEADER_TIMEOUT": "9"}))
+    assert (limits.max_header_bytes, limits.header_timeout, limits.drain_timeout) == (32 << 10, 2.5, 3.0)
+    assert (limits.max_connections, limits.keepalive_timeout) == (50, 7.0)
+    defaults = http_limits_from(resolve_options(build_parser().parse_args(["serve"]), {}))
+    assert (defaults.max_header_bytes, defaults.header_timeout, defaults.drain_timeout) == (16 << 10, 10.0, 20.0)
+    assert defaults.keepalive_timeout == 5.0 and 16 <= defaults.max_connections <= 1024
+    for argv in (["--max-header-bytes", "100"], ["--drain-timeout", "0"], ["--max-connections", "0"]):
+        with pytest.raises(Exception, match=argv[0]):
+            resolve_options(build_parser().parse_args(["serve", *argv]), {})
+
+
 def test_env_port_starts_server(tmp_path, corpus):
     from conftest import ImgoptServer, free_port
 

@@ -91,7 +91,7 @@ def test_redis_holds_framed_entries_with_grace_ttl_and_no_lock_left(cluster, ori
     assert r.status_code == 200
     client = cluster.redis.client()
     keys = [k.decode() for k in client.scan_iter(match="imgopt:*:e")]
-    found = [decode_entry(client.get(k)) for k in keys]
+    found = [decode_entry(k.split("{", 1)[1].split("}", 1)[0], client.get(k)) for k in keys]
     mine = [(k, e) for k, e in zip(keys, found) if e is not None and e.body == r.content]
     assert len(mine) == 1
     key, e = mine[0]
@@ -256,7 +256,7 @@ def test_store_roundtrip_and_damaged_entry_is_a_removed_miss(redis_srv):
     store.set("k1", e)
     assert store.get("k1") == e
     raw = redis_srv.client().get(_k("k1", "e"))
-    assert raw == encode_entry(e)
+    assert raw == encode_entry("k1", e)
     redis_srv.client().set(_k("k1", "e"), raw[:-1] + b"!")  # same length, wrong checksum
     assert store.get("k1") is None
     assert redis_srv.client().exists(_k("k1", "e")) == 0

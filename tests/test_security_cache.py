@@ -109,7 +109,8 @@ def test_key_is_the_negotiated_type(make_server, origin, client):
     url = f"{origin.base_url}/test.png"
     groups = {
         "image/webp": ["image/webp", "image/webp,*/*", "text/html,image/webp;q=0.9,*/*;q=0.8",
-                       "image/webp;q=1.0, image/png", "image/png;q=0.9,image/webp", "image/webp," * 2000],
+                       "image/webp;q=1.0, image/png", "image/png;q=0.9,image/webp",
+                       "image/webp," * 1400],  # 15 KB: under the 16 KiB header limit (as Node's)
         "image/avif": ["image/avif", "image/avif,image/webp,*/*", "image/webp;q=0.5,image/avif;q=0.9"],
         "image/png": [None, "", "*/*", "image/*", "image/png", "image/invalid", "image/avif;q=0",
                       "text/html", "image/webp;q=0,image/avif;q=0", ";;;,,,=q",

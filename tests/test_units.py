@@ -80,14 +80,14 @@ def test_cache_key_separates_fields():
 @settings(max_examples=200, deadline=None)
 def test_entry_roundtrip_and_any_flip_is_detected(body, flip):
     e = Entry(body, "image/webp", '"abc"', "up", 60, 1e9)
-    raw = encode_entry(e)
-    assert decode_entry(raw) == e
+    raw = encode_entry("k", e)
+    assert decode_entry("k", raw) == e
     i = flip % len(raw)
     damaged = bytearray(raw)
     damaged[i] ^= 0x01
-    got = decode_entry(bytes(damaged))
-    assert got is None or got.body == body  # a flip in the JSON may still parse, never a wrong body
-    assert decode_entry(raw[:-1]) is None
+    assert decode_entry("k", bytes(damaged)) is None  # any flip: body, metadata or framing
+    assert decode_entry("k", raw[:-1]) is None
+    assert decode_entry("other", raw) is None  # stored under another key
 
 
 @pytest.mark.parametrize("href,mime,expected", [
