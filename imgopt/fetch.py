@@ -16,11 +16,11 @@ import hashlib
 import os
 import stat
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator, Iterator
-from urllib.parse import urljoin
 
+import ada_url
 import httpcore
 import httpx
 
@@ -86,17 +86,21 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-def _wire_url(url: RemoteURL) -> str:
-    """The URL handed to httpx, with an IP-literal host in its canonical form.
+def _wire_url(url: RemoteURL) -> httpx.URL:
+    """The URL handed to httpx, which must mean the same host as ada's parse (the one the
+    patterns matched): a host httpx would spell differently, or cannot represent, is refused."""
+    try:
+        wire = httpx.URL(url.href)
+    except httpx.InvalidURL:
+        wire = None
+    if wire is None or wire.host != url.hostname.strip("[]"):
+        raise ImageError(400, '"url" parameter is invalid (its host cannot be fetched)')
+    return wire
 
-    Security fix (issue #4): hosts such as ``0177.0.0.1`` or ``127.000.000.001`` are valid URL
-    hosts (WHATWG reads them as 127.0.0.1, and so do the remote patterns and the address
-    guard), but httpx refuses them with ``InvalidURL``, which escaped as a 500. Sending the
-    canonical address (what a browser would put on the wire) keeps the guard's decision and
-    the request about the same host.
-    """
-    ip = netguard.parse_ip_literal(url.host)
-    return str(replace(url, host=str(ip))) if ip is not None else str(url)
+
+def _location(resp: httpx.Response) -> str:
+    """The Location header as fetch reads it (bytes as Latin-1)."""
+    return next((v.decode("latin-1").strip() for k, v in resp.headers.raw if k.lower() == b"location"), "")
 
 
 def _guarded_client(allow_private: bool) -> httpx.AsyncClient:
@@ -275,10 +279,11 @@ class Fetcher:
         while True:
             try:
                 async with self._remote.stream("GET", _wire_url(url), headers=_REQUEST_HEADERS) as resp:
-                    if resp.status_code in _REDIRECTS and resp.headers.get("location"):
+                    location = _location(resp)
+                    if resp.status_code in _REDIRECTS and location:
                         if redirects_left == 0:
                             raise ImageError(508, UPSTREAM_INVALID)
-                        url = self._next_hop(url, resp.headers["location"])
+                        url = self._next_hop(url, location)
                         redirects_left -= 1
                         continue
                     if not 200 <= resp.status_code <= 299:
@@ -291,25 +296,24 @@ class Fetcher:
                     return self._original(resp, body)
             except netguard.ForbiddenAddress:
                 raise ImageError(400, NOT_ALLOWED) from None
+            except netguard.InvalidHost as e:
+                raise ImageError(400, f'"url" parameter is invalid (its host cannot be fetched: {e.reason})') from None
             except netguard.ResolveError:
                 raise ImageError(502, f"{UPSTREAM_INVALID} (host could not be resolved)") from None
-            except httpx.InvalidURL:
-                # Issue #4: a URL httpx cannot represent is the client's problem (400), not a
-                # 500. httpx.InvalidURL is not an httpx.HTTPError, so it needs its own clause.
-                raise ImageError(400, '"url" parameter is invalid') from None
             except httpx.TimeoutException:
                 raise
             except httpx.HTTPError as e:
                 raise ImageError(502, f"{UPSTREAM_INVALID} ({type(e).__name__})") from None
 
     def _next_hop(self, current: RemoteURL, location: str) -> RemoteURL:
+        """``new URL(location, current)``, as fetch follows a redirect; checked like the url."""
         try:
-            nxt = parse_remote_url(urljoin(str(current), location.strip()))
-        except ImageError as e:
-            if e.message == NOT_ALLOWED:  # userinfo in the Location
+            nxt = parse_remote_url(ada_url.join_url(current.href, location))
+        except (ValueError, ImageError) as e:
+            if isinstance(e, ImageError) and e.message == NOT_ALLOWED:  # userinfo in the Location
                 raise
             raise ImageError(502, f"{UPSTREAM_INVALID} (bad redirect location)") from None
-        if not has_remote_match(self._cfg.domains, self._cfg.remote_patterns, str(nxt)):
+        if not has_remote_match(self._cfg.domains, self._cfg.remote_patterns, nxt):
             raise ImageError(400, NOT_ALLOWED)
         return nxt
 
