@@ -106,7 +106,7 @@ def _location(resp: httpx.Response) -> str:
 def _guarded_client(allow_private: bool) -> httpx.AsyncClient:
     transport = httpx.AsyncHTTPTransport(retries=0)
     transport._pool._network_backend = GuardedBackend(allow_private)  # httpcore's documented hook
-    return httpx.AsyncClient(transport=transport, trust_env=False, follow_redirects=False)
+    return httpx.AsyncClient(transport=transport, trust_env=False, follow_redirects=False, timeout=None)
 
 
 class _Decoder:
@@ -188,7 +188,8 @@ class Fetcher:
         self._settings = settings
         self._cfg: ImagesConfig = settings.images
         self._remote = _guarded_client(settings.images.dangerously_allow_local_ip)
-        self._origin = httpx.AsyncClient(trust_env=False, follow_redirects=False) if settings.origin else None
+        # No per-step httpx timeouts (its default is 5 s): --fetch-timeout bounds the whole fetch.
+        self._origin = httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=None) if settings.origin else None
 
     async def aclose(self) -> None:
         await self._remote.aclose()

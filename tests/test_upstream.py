@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import pytest
@@ -39,6 +40,26 @@ def test_upstream_timeout_is_504(make_server, origin):
     assert r.status_code == 504
     assert r.text == '"url" parameter is valid but upstream response timed out'
     assert time.monotonic() - t0 < 2.5
+
+
+def test_fetch_timeout_is_the_only_limit(make_server, origin):
+    """--fetch-timeout bounds the whole fetch and nothing shorter cuts it: httpx's own default
+    is 5 s per connect and read, and each of these waits 6 s for a header, a body read or a
+    redirect hop, within a 30 s budget."""
+    srv = make_server(PROFILE_C, "--fetch-timeout", "30")
+    urls = [f"{origin.base_url}/test.png?delay=6000",
+            f"{origin.base_url}/slow-body/test.png?chunk_delay=6000&chunk_size=16777216",
+            f"{origin.base_url}/chain/1/test.png?delay=6000"]
+    with ThreadPoolExecutor(len(urls)) as pool:
+        statuses = list(pool.map(lambda u: srv.get(u, W, Q).status_code, urls))
+    assert statuses == [200, 200, 200]
+
+
+def test_stalled_origin_is_504(make_server, origin):
+    srv = make_server(PROFILE_C, "--fetch-timeout", "2")
+    r = srv.get(f"{origin.base_url}/hang", W, Q)  # reads the request and never answers
+    assert r.status_code == 504
+    assert r.text == '"url" parameter is valid but upstream response timed out'
 
 
 def test_slow_body_counts_against_the_deadline(make_server, origin):
