@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import hashlib
 import os
 import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Callable, Iterator
 
 import ada_url
 import httpcore
@@ -59,6 +60,22 @@ def upstream_etag(header: str | None, body: bytes) -> str:
     return b64url(header.encode("utf-8", "replace")) if header else b64url(hashlib.sha256(body).digest())
 
 
+# The new connections opened for the request in flight (RetryOnStaleConnection's counter).
+_NEW_CONNECTIONS: contextvars.ContextVar[list[int]] = contextvars.ContextVar("imgopt_new_connections")
+
+
+def _count_connection() -> None:
+    counter = _NEW_CONNECTIONS.get(None)
+    if counter is not None:
+        counter[0] += 1
+
+
+class _CountingBackend(httpcore.AnyIOBackend):
+    async def connect_tcp(self, *args, **kwargs):  # type: ignore[override]
+        _count_connection()
+        return await super().connect_tcp(*args, **kwargs)
+
+
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """Resolves and checks the address in the same step that connects to it."""
 
@@ -67,6 +84,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         self._allow_private = allow_private
 
     async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):  # type: ignore[override]
+        _count_connection()
         addrs = await netguard.resolve_checked(host, port, allow_private=self._allow_private)
         error: Exception | None = None
         for _family, ip in addrs:
@@ -103,10 +121,66 @@ def _location(resp: httpx.Response) -> str:
     return next((v.decode("latin-1").strip() for k, v in resp.headers.raw if k.lower() == b"location"), "")
 
 
-def _guarded_client(allow_private: bool) -> httpx.AsyncClient:
-    transport = httpx.AsyncHTTPTransport(retries=0)
-    transport._pool._network_backend = GuardedBackend(allow_private)  # httpcore's documented hook
-    return httpx.AsyncClient(transport=transport, trust_env=False, follow_redirects=False, timeout=None)
+class RetryOnStaleConnection(httpx.AsyncBaseTransport):
+    """A GET that fails on a reused keep-alive connection before its response head arrives
+    (the origin closed it, or left bytes on it) is sent once more, on a new connection, as
+    browsers and undici do. Never more than once, and never when the failing connection was new."""
+
+    def __init__(self, make: Callable[[], httpx.AsyncHTTPTransport]) -> None:
+        self._make = make
+        self._pool = make()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        counter = [0]
+        token = _NEW_CONNECTIONS.set(counter)
+        try:
+            return await self._pool.handle_async_request(request)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            if counter[0] or request.method not in ("GET", "HEAD"):
+                raise
+        finally:
+            _NEW_CONNECTIONS.reset(token)
+        once = self._make()
+        try:
+            response = await once.handle_async_request(request)
+        except BaseException:
+            await once.aclose()
+            raise
+        response.stream = _ClosingStream(response.stream, once)
+        return response
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+class _ClosingStream(httpx.AsyncByteStream):
+    """A response body that closes its one-off transport when it is closed."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, transport: httpx.AsyncBaseTransport) -> None:
+        self._stream = stream
+        self._transport = transport
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            await self._transport.aclose()
+
+
+def _client(backend: Callable[[], httpcore.AsyncNetworkBackend]) -> httpx.AsyncClient:
+    """No per-step httpx timeouts (its default is 5 s): --fetch-timeout bounds the whole fetch."""
+
+    def make() -> httpx.AsyncHTTPTransport:
+        transport = httpx.AsyncHTTPTransport(retries=0)
+        transport._pool._network_backend = backend()  # httpcore's documented hook
+        return transport
+
+    return httpx.AsyncClient(transport=RetryOnStaleConnection(make), trust_env=False, follow_redirects=False,
+                             timeout=None)
 
 
 class _Decoder:
@@ -187,9 +261,9 @@ class Fetcher:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._cfg: ImagesConfig = settings.images
-        self._remote = _guarded_client(settings.images.dangerously_allow_local_ip)
-        # No per-step httpx timeouts (its default is 5 s): --fetch-timeout bounds the whole fetch.
-        self._origin = httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=None) if settings.origin else None
+        allow_private = settings.images.dangerously_allow_local_ip
+        self._remote = _client(lambda: GuardedBackend(allow_private))
+        self._origin = _client(_CountingBackend) if settings.origin else None
 
     async def aclose(self) -> None:
         await self._remote.aclose()
