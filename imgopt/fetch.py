@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import contextvars
 import hashlib
 import os
@@ -171,16 +172,26 @@ class _ClosingStream(httpx.AsyncByteStream):
             await self._transport.aclose()
 
 
-def _client(backend: Callable[[], httpcore.AsyncNetworkBackend]) -> httpx.AsyncClient:
-    """No per-step httpx timeouts (its default is 5 s): --fetch-timeout bounds the whole fetch."""
+def _transport(backend: Callable[[], httpcore.AsyncNetworkBackend]) -> RetryOnStaleConnection:
+    """httpx's transport without its client: no redirect handling (the fetcher follows them
+    itself, and httpx would parse every Location with its own rules) and no per-step timeouts
+    (its default is 5 s): --fetch-timeout bounds the whole fetch."""
 
     def make() -> httpx.AsyncHTTPTransport:
         transport = httpx.AsyncHTTPTransport(retries=0)
         transport._pool._network_backend = backend()  # httpcore's documented hook
         return transport
 
-    return httpx.AsyncClient(transport=RetryOnStaleConnection(make), trust_env=False, follow_redirects=False,
-                             timeout=None)
+    return RetryOnStaleConnection(make)
+
+
+@contextlib.asynccontextmanager
+async def _get(transport: httpx.AsyncBaseTransport, url: httpx.URL | str) -> AsyncIterator[httpx.Response]:
+    resp = await transport.handle_async_request(httpx.Request("GET", url, headers=_REQUEST_HEADERS))
+    try:
+        yield resp
+    finally:
+        await resp.aclose()
 
 
 class _Decoder:
@@ -262,8 +273,8 @@ class Fetcher:
         self._settings = settings
         self._cfg: ImagesConfig = settings.images
         allow_private = settings.images.dangerously_allow_local_ip
-        self._remote = _client(lambda: GuardedBackend(allow_private))
-        self._origin = _client(_CountingBackend) if settings.origin else None
+        self._remote = _transport(lambda: GuardedBackend(allow_private))
+        self._origin = _transport(_CountingBackend) if settings.origin else None
 
     async def aclose(self) -> None:
         await self._remote.aclose()
@@ -333,7 +344,7 @@ class Fetcher:
         assert self._origin is not None and self._settings.origin is not None
         target = self._settings.origin.rstrip("/") + url
         try:
-            async with self._origin.stream("GET", target, headers=_REQUEST_HEADERS) as resp:
+            async with _get(self._origin, target) as resp:
                 if not 200 <= resp.status_code <= 299:
                     status = resp.status_code if 400 <= resp.status_code < 500 else 502
                     raise ImageError(status, INTERNAL_INVALID)
@@ -353,7 +364,7 @@ class Fetcher:
         redirects_left = self._cfg.maximum_redirects
         while True:
             try:
-                async with self._remote.stream("GET", _wire_url(url), headers=_REQUEST_HEADERS) as resp:
+                async with _get(self._remote, _wire_url(url)) as resp:
                     location = _location(resp)
                     if resp.status_code in _REDIRECTS and location:
                         if redirects_left == 0:

@@ -163,3 +163,20 @@ def test_upstream_max_age(server_c, origin):
     assert r.headers["cache-control"] == "public, max-age=86400, must-revalidate"
     r = server_c.get(f"{origin.base_url}/test.jpg?cc=max-age%3D10", W, 75)
     assert r.headers["cache-control"] == "public, max-age=14400, must-revalidate"
+
+
+@pytest.mark.parametrize("host", ["xn--zz", "xn--a", "xn---", "xn--a.xn--b", "[::1", "a b", "😀.com", "٠.com", "faß.de"])
+def test_hosts_node_refuses_or_patterns_refuse_are_400(server_c, host):
+    # ada, as Node: the first five are invalid; the others are valid (punycode) but not in `domains`
+    r = server_c.get(f"http://{host}/a.png", W, Q)
+    assert r.status_code == 400, r.text
+    assert r.text in ('"url" parameter is invalid', '"url" parameter is not allowed')
+
+
+@pytest.mark.parametrize("location", ["http://xn--zz/a.png", "http://xn--a.xn--b/a.png", "http://[::1/a.png",
+                                      "http://😀.com/a.png", "http://a b/a.png"])
+def test_bad_hosts_in_a_redirect_are_a_4xx_or_502_with_a_message(server_c, origin, location):
+    r = server_c.get(f"{origin.base_url}/x?status=302&location={quote(location, safe='')}", W, Q)
+    assert r.status_code in (400, 502), r.text
+    assert r.text in ('"url" parameter is not allowed',
+                      '"url" parameter is valid but upstream response is invalid (bad redirect location)')
