@@ -112,7 +112,7 @@ def _wire_url(url: RemoteURL) -> httpx.URL:
         wire = httpx.URL(url.href)
     except httpx.InvalidURL:
         wire = None
-    if wire is None or wire.host != url.hostname.strip("[]"):
+    if wire is None or wire.raw_host != url.hostname.strip("[]").encode("ascii"):
         raise ImageError(400, '"url" parameter is invalid (its host cannot be fetched)')
     return wire
 

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from imgopt.config import parse_images_config
 from imgopt.errors import ImageError
+from imgopt.fetch import _wire_url
 from imgopt.params import parse_remote_url, parse_request
 
 NODE_URL = r"""
@@ -280,6 +281,25 @@ UNFETCHABLE = [f"http://{h}/a.png" for h in ('a"b.com', "a{b}.com", "a`b.com", "
 def test_node_accepts_the_unfetchable_hosts(node):
     for url in UNFETCHABLE:
         assert node.parse(url)["ok"], url
+
+
+def test_what_is_sent_is_what_was_parsed(node):
+    """The url handed to the HTTP client has ada's host and path, byte for byte, or is a 400."""
+    sent = 0
+    for url in corpus():
+        try:
+            remote = parse_remote_url(url)
+        except ImageError:
+            continue
+        try:
+            wire = _wire_url(remote)
+        except ImageError as e:
+            assert e.status == 400 and "cannot be fetched" in e.message, (url, e)
+            continue
+        assert wire.raw_host == remote.hostname.strip("[]").encode("ascii"), url
+        assert str(wire) == remote.href, url
+        sent += 1
+    assert sent > 300
 
 
 def test_node_rejected_urls_are_400_through_the_parser(node):
