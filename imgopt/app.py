@@ -25,7 +25,6 @@ from .transform import EXTENSIONS, configure_libvips
 log = logging.getLogger("imgopt")
 
 STATIC_CACHE_CONTROL = "public, max-age=315360000, immutable"
-_NO_CACHE = re.compile(r"(?:^|,)\s*no-cache\s*(?:,|$)", re.I)
 _NOT_LATIN1 = re.compile(r"[^\x20-\x7e\xa0-\xff]")
 # Accept and Accept-Encoding are cut to this many characters before they are negotiated (the cut
 # ends at a comma): browsers send under 300, and negotiating 4 KiB already costs ~5 ms of the
@@ -67,19 +66,52 @@ def client_header(request: Request, name: str, limit: int = NEGOTIATED_HEADER_MA
     return cut[:comma] if comma >= 0 else ""
 
 
-def is_fresh(request: Request, etag: str) -> bool:
-    """The `fresh` npm package's rule, as Next uses it for 304s."""
-    inm = request.headers.get("if-none-match")
-    ims = request.headers.get("if-modified-since")
-    if not inm and not ims:
+# `fresh`'s /(?:^|,)\s*?no-cache\s*?(?:,|$)/: case-sensitive, JavaScript's \s, $ only at the end
+_JS_SPACE = r"[\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+_NO_CACHE = re.compile(rf"(?:^|,){_JS_SPACE}*?no-cache{_JS_SPACE}*?(?:,|\Z)")
+
+
+def _token_list(value: str) -> list[str]:
+    """`fresh`'s parseTokenList: split at ',', drop the spaces (only U+0020) around each token."""
+    tokens: list[str] = []
+    start = end = 0
+    for i, c in enumerate(value):
+        if c == " ":
+            if start == end:
+                start = end = i + 1
+        elif c == ",":
+            tokens.append(value[start:end])
+            start = end = i + 1
+        else:
+            end = i + 1
+    tokens.append(value[start:end])
+    return tokens
+
+
+def fresh(headers: dict[str, str], etag: str) -> bool:
+    """The `fresh` npm package (Next's next/dist/compiled/fresh) for a response with this ETag
+    and no Last-Modified. `headers` as Node gives them: lower-case names, repeated
+    If-None-Match and Cache-Control joined with ', ', the first If-Modified-Since."""
+    inm = headers.get("if-none-match")
+    ims = headers.get("if-modified-since")
+    if not ims and not inm:
         return False
-    if _NO_CACHE.search(request.headers.get("cache-control", "")):
+    cache_control = headers.get("cache-control")
+    if cache_control and _NO_CACHE.search(cache_control):
         return False
-    if inm and inm.strip() != "*":
-        tokens = [t.strip() for t in inm.split(",")]
-        if not any(t == etag or t == f"W/{etag}" or f"W/{t}" == etag for t in tokens):
+    if inm and inm != "*":
+        if not any(t == etag or t == f"W/{etag}" or f"W/{t}" == etag for t in _token_list(inm)):
             return False
-    return not ims  # no Last-Modified is sent, so If-Modified-Since never matches
+    return not ims  # no Last-Modified is sent, so an If-Modified-Since never matches
+
+
+def is_fresh(request: Request, etag: str) -> bool:
+    """Whether Next would answer 304 (``fresh(req.headers, {etag})``)."""
+    h = request.headers
+    node = {name: ", ".join(h.getlist(name)) for name in ("if-none-match", "cache-control") if name in h}
+    if "if-modified-since" in h:
+        node["if-modified-since"] = h["if-modified-since"]
+    return fresh(node, etag)
 
 
 def error_response(e: ImageError) -> Response:

@@ -8,9 +8,9 @@ expired by the store: a stale entry is served as STALE while one refresh runs, a
 limit evicts the least recently used. The store itself heals: a damaged database is moved aside
 and replaced, and a read-only or full cache dir degrades to the memory tier (``DiskStore``).
 
-``open_cache`` picks the store for ``--cache``: this disk cache, or Redis shared by replicas
-(imgopt/rediscache.py), optionally with the disk cache as a local first tier (``TieredStore``),
-plus the ``Coordinator`` that decides which replica produces a missing entry.
+``rediscache.open_cache`` picks the store for ``--cache``: this disk cache, or Redis shared by
+replicas, optionally with the disk cache as a local first tier (``TieredStore``), plus the
+``Coordinator`` that decides which replica produces a missing entry.
 """
 
 from __future__ import annotations
@@ -28,15 +28,12 @@ import time
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Awaitable, Callable, Protocol
+from typing import Awaitable, Callable, Protocol
 
 import diskcache
 
 from . import metrics
 from .lru import BytesLRU
-
-if TYPE_CHECKING:
-    from .config import Settings
 
 log = logging.getLogger("imgopt")
 
@@ -510,22 +507,3 @@ class LocalCoordinator:
     async def health(self) -> dict[str, str]:
         return {"status": "ok", "cache": self.backend}
 
-
-def open_cache(settings: "Settings") -> tuple[Store, Coordinator]:
-    """The store and coordinator for ``--cache`` / ``--cache-tier`` (disk unless a Redis URL).
-
-    disk:                 DiskStore in --cache-dir (NullStore when --cache-size is 0)
-    redis://…:            RedisStore alone
-    redis://… + tier disk: DiskStore (first tier) in front of RedisStore
-    """
-    disk: Store | None = None
-    if settings.cache_size > 0 and (settings.cache == "disk" or settings.cache_tier == "disk"):
-        disk = MeteredStore(DiskStore(settings.cache_dir, settings.cache_size), "disk")
-    if settings.cache == "disk":
-        return (disk if disk is not None else NullStore()), LocalCoordinator("disk" if disk is not None else "none")
-    from .rediscache import LOCK_TTL, RedisCoordinator, RedisStore
-
-    shared = RedisStore(settings.cache, settings.redis_timeout)
-    coordinator = RedisCoordinator(shared, settings.fetch_timeout + settings.transform_timeout + LOCK_TTL + 2)
-    far = MeteredStore(shared, "redis")
-    return (TieredStore(disk, far) if disk is not None else far), coordinator

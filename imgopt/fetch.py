@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import contextvars
 import hashlib
 import os
 import stat
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Iterator
-from urllib.parse import urljoin
+from typing import AsyncIterator, Callable, Iterator
 
+import ada_url
 import httpcore
 import httpx
 
@@ -59,6 +61,22 @@ def upstream_etag(header: str | None, body: bytes) -> str:
     return b64url(header.encode("utf-8", "replace")) if header else b64url(hashlib.sha256(body).digest())
 
 
+# The new connections opened for the request in flight (RetryOnStaleConnection's counter).
+_NEW_CONNECTIONS: contextvars.ContextVar[list[int]] = contextvars.ContextVar("imgopt_new_connections")
+
+
+def _count_connection() -> None:
+    counter = _NEW_CONNECTIONS.get(None)
+    if counter is not None:
+        counter[0] += 1
+
+
+class _CountingBackend(httpcore.AnyIOBackend):
+    async def connect_tcp(self, *args, **kwargs):  # type: ignore[override]
+        _count_connection()
+        return await super().connect_tcp(*args, **kwargs)
+
+
 class GuardedBackend(httpcore.AsyncNetworkBackend):
     """Resolves and checks the address in the same step that connects to it."""
 
@@ -67,6 +85,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         self._allow_private = allow_private
 
     async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):  # type: ignore[override]
+        _count_connection()
         addrs = await netguard.resolve_checked(host, port, allow_private=self._allow_private)
         error: Exception | None = None
         for _family, ip in addrs:
@@ -86,23 +105,93 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-def _wire_url(url: RemoteURL) -> str:
-    """The URL handed to httpx, with an IP-literal host in its canonical form.
+def _wire_url(url: RemoteURL) -> httpx.URL:
+    """The URL handed to httpx, which must mean the same host as ada's parse (the one the
+    patterns matched): a host httpx would spell differently, or cannot represent, is refused."""
+    try:
+        wire = httpx.URL(url.href)
+    except httpx.InvalidURL:
+        wire = None
+    if wire is None or wire.raw_host != url.hostname.strip("[]").encode("ascii"):
+        raise ImageError(400, '"url" parameter is invalid (its host cannot be fetched)')
+    return wire
 
-    Security fix (issue #4): hosts such as ``0177.0.0.1`` or ``127.000.000.001`` are valid URL
-    hosts (WHATWG reads them as 127.0.0.1, and so do the remote patterns and the address
-    guard), but httpx refuses them with ``InvalidURL``, which escaped as a 500. Sending the
-    canonical address (what a browser would put on the wire) keeps the guard's decision and
-    the request about the same host.
-    """
-    ip = netguard.parse_ip_literal(url.host)
-    return str(replace(url, host=str(ip))) if ip is not None else str(url)
+
+def _location(resp: httpx.Response) -> str:
+    """The Location header as fetch reads it (bytes as Latin-1)."""
+    return next((v.decode("latin-1").strip() for k, v in resp.headers.raw if k.lower() == b"location"), "")
 
 
-def _guarded_client(allow_private: bool) -> httpx.AsyncClient:
-    transport = httpx.AsyncHTTPTransport(retries=0)
-    transport._pool._network_backend = GuardedBackend(allow_private)  # httpcore's documented hook
-    return httpx.AsyncClient(transport=transport, trust_env=False, follow_redirects=False)
+class RetryOnStaleConnection(httpx.AsyncBaseTransport):
+    """A GET that fails on a reused keep-alive connection before its response head arrives
+    (the origin closed it, or left bytes on it) is sent once more, on a new connection, as
+    browsers and undici do. Never more than once, and never when the failing connection was new."""
+
+    def __init__(self, make: Callable[[], httpx.AsyncHTTPTransport]) -> None:
+        self._make = make
+        self._pool = make()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        counter = [0]
+        token = _NEW_CONNECTIONS.set(counter)
+        try:
+            return await self._pool.handle_async_request(request)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            if counter[0] or request.method not in ("GET", "HEAD"):
+                raise
+        finally:
+            _NEW_CONNECTIONS.reset(token)
+        once = self._make()
+        try:
+            response = await once.handle_async_request(request)
+        except BaseException:
+            await once.aclose()
+            raise
+        response.stream = _ClosingStream(response.stream, once)
+        return response
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()
+
+
+class _ClosingStream(httpx.AsyncByteStream):
+    """A response body that closes its one-off transport when it is closed."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, transport: httpx.AsyncBaseTransport) -> None:
+        self._stream = stream
+        self._transport = transport
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            await self._transport.aclose()
+
+
+def _transport(backend: Callable[[], httpcore.AsyncNetworkBackend]) -> RetryOnStaleConnection:
+    """httpx's transport without its client: no redirect handling (the fetcher follows them
+    itself, and httpx would parse every Location with its own rules) and no per-step timeouts
+    (its default is 5 s): --fetch-timeout bounds the whole fetch."""
+
+    def make() -> httpx.AsyncHTTPTransport:
+        transport = httpx.AsyncHTTPTransport(retries=0)
+        transport._pool._network_backend = backend()  # httpcore's documented hook
+        return transport
+
+    return RetryOnStaleConnection(make)
+
+
+@contextlib.asynccontextmanager
+async def _get(transport: httpx.AsyncBaseTransport, url: httpx.URL | str) -> AsyncIterator[httpx.Response]:
+    resp = await transport.handle_async_request(httpx.Request("GET", url, headers=_REQUEST_HEADERS))
+    try:
+        yield resp
+    finally:
+        await resp.aclose()
 
 
 class _Decoder:
@@ -183,8 +272,9 @@ class Fetcher:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._cfg: ImagesConfig = settings.images
-        self._remote = _guarded_client(settings.images.dangerously_allow_local_ip)
-        self._origin = httpx.AsyncClient(trust_env=False, follow_redirects=False) if settings.origin else None
+        allow_private = settings.images.dangerously_allow_local_ip
+        self._remote = _transport(lambda: GuardedBackend(allow_private))
+        self._origin = _transport(_CountingBackend) if settings.origin else None
 
     async def aclose(self) -> None:
         await self._remote.aclose()
@@ -254,7 +344,7 @@ class Fetcher:
         assert self._origin is not None and self._settings.origin is not None
         target = self._settings.origin.rstrip("/") + url
         try:
-            async with self._origin.stream("GET", target, headers=_REQUEST_HEADERS) as resp:
+            async with _get(self._origin, target) as resp:
                 if not 200 <= resp.status_code <= 299:
                     status = resp.status_code if 400 <= resp.status_code < 500 else 502
                     raise ImageError(status, INTERNAL_INVALID)
@@ -274,11 +364,12 @@ class Fetcher:
         redirects_left = self._cfg.maximum_redirects
         while True:
             try:
-                async with self._remote.stream("GET", _wire_url(url), headers=_REQUEST_HEADERS) as resp:
-                    if resp.status_code in _REDIRECTS and resp.headers.get("location"):
+                async with _get(self._remote, _wire_url(url)) as resp:
+                    location = _location(resp)
+                    if resp.status_code in _REDIRECTS and location:
                         if redirects_left == 0:
                             raise ImageError(508, UPSTREAM_INVALID)
-                        url = self._next_hop(url, resp.headers["location"])
+                        url = self._next_hop(url, location)
                         redirects_left -= 1
                         continue
                     if not 200 <= resp.status_code <= 299:
@@ -291,25 +382,24 @@ class Fetcher:
                     return self._original(resp, body)
             except netguard.ForbiddenAddress:
                 raise ImageError(400, NOT_ALLOWED) from None
+            except netguard.InvalidHost as e:
+                raise ImageError(400, f'"url" parameter is invalid (its host cannot be fetched: {e.reason})') from None
             except netguard.ResolveError:
                 raise ImageError(502, f"{UPSTREAM_INVALID} (host could not be resolved)") from None
-            except httpx.InvalidURL:
-                # Issue #4: a URL httpx cannot represent is the client's problem (400), not a
-                # 500. httpx.InvalidURL is not an httpx.HTTPError, so it needs its own clause.
-                raise ImageError(400, '"url" parameter is invalid') from None
             except httpx.TimeoutException:
                 raise
             except httpx.HTTPError as e:
                 raise ImageError(502, f"{UPSTREAM_INVALID} ({type(e).__name__})") from None
 
     def _next_hop(self, current: RemoteURL, location: str) -> RemoteURL:
+        """``new URL(location, current)``, as fetch follows a redirect; checked like the url."""
         try:
-            nxt = parse_remote_url(urljoin(str(current), location.strip()))
-        except ImageError as e:
-            if e.message == NOT_ALLOWED:  # userinfo in the Location
+            nxt = parse_remote_url(ada_url.join_url(current.href, location))
+        except (ValueError, ImageError) as e:
+            if isinstance(e, ImageError) and e.message == NOT_ALLOWED:  # userinfo in the Location
                 raise
             raise ImageError(502, f"{UPSTREAM_INVALID} (bad redirect location)") from None
-        if not has_remote_match(self._cfg.domains, self._cfg.remote_patterns, str(nxt)):
+        if not has_remote_match(self._cfg.domains, self._cfg.remote_patterns, nxt):
             raise ImageError(400, NOT_ALLOWED)
         return nxt
 

@@ -209,7 +209,8 @@ class ObserveMiddleware:
                 for name, value in headers:
                     if name.lower() == b"x-nextjs-cache":
                         info["cache"] = value.decode("latin-1")
-                headers.append((b"x-request-id", rid.encode("latin-1")))
+                if message["status"] != 304:  # a 304 carries only Vary, Cache-Control and ETag, as in Next
+                    headers.append((b"x-request-id", rid.encode("latin-1")))
                 message = {**message, "headers": headers}
             elif message["type"] == "http.response.body":
                 info["bytes"] += len(message.get("body", b""))

@@ -8,30 +8,35 @@ stricter in two ways:
   :func:`resolve_checked` returns the vetted ``(family, ip)`` list, and the
   caller must connect to exactly those addresses (pin them) instead of letting
   the HTTP client resolve the name again.  That defeats DNS rebinding.
-* Every way of writing an address is covered.  :func:`parse_ip_literal`
-  understands the WHATWG / ``inet_aton`` IPv4 shorthands (``127.1``,
-  ``2130706433``, ``0x7f.0.0.1``, ``0177.0.0.1``, trailing dot, ...), and
+* Every way of writing an address is covered.  Hosts are read by ada, the
+  WHATWG URL parser Node bundles (:func:`url_host`), so the IPv4 shorthands
+  (``127.1``, ``2130706433``, ``0x7f.0.0.1``, ``0177.0.0.1``, trailing dot,
+  full-width digits, ...) mean what they mean to Next, and
   :func:`is_public_address` refuses every IPv6 range that carries an IPv4
   address (mapped, compatible, NAT64, 6to4, Teredo), whatever that address is.
 
-The module uses only the standard library and has no state.
+The module has no state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
-import unicodedata
 from typing import TypeAlias
+
+import ada_url
 
 __all__ = [
     "IPAddress",
     "ForbiddenAddress",
+    "InvalidHost",
     "ResolveError",
     "is_public_address",
     "parse_ip_literal",
     "resolve_checked",
+    "url_host",
 ]
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -130,6 +135,10 @@ class ResolveError(Exception):
         super().__init__(f"cannot resolve host {host!r}: {reason}")
 
 
+class InvalidHost(ResolveError):
+    """A host that can never be resolved (not a URL host, or not a DNS name): never sent to DNS."""
+
+
 def _as_address(addr: IPAddress | str) -> IPAddress | None:
     if isinstance(addr, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
         return addr
@@ -201,8 +210,8 @@ def is_public_address(addr: IPAddress | str) -> bool:
     Square brackets around IPv6 and zone ids (``fe80::1%eth0``) are accepted.
     The zone id is stripped before the range checks, and a scoped address is
     always refused (a zone id on a global address makes no sense).
-    Strings that do not parse give ``False``; use :func:`parse_ip_literal`
-    first for URL-style shorthands such as ``127.1``.
+    Strings that do not parse give ``False``; use :func:`url_host` first for
+    URL-style shorthands such as ``127.1``.
 
     Refused: everything that is not ``is_global``, and also these ranges,
     listed explicitly because ``is_global`` differs between Python versions:
@@ -222,134 +231,54 @@ def is_public_address(addr: IPAddress | str) -> bool:
     return _refusal_reason(addr) is None
 
 
-_DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
+_NOT_IN_HOST = frozenset("/\\?#@" + "".join(chr(c) for c in range(0x21)) + "\x7f")
+# A name the resolver may be asked about: LDH labels (and '_') of 1 to 63 characters.
+_DNS_NAME = re.compile(r"(?=.{1,253}\.?\Z)[a-z0-9_-]{1,63}(?:\.[a-z0-9_-]{1,63})*\.?", re.ASCII)
 
 
-def _parse_ipv4_number(part: str) -> int | None:
-    """WHATWG "IPv4 number parser": decimal, 0x-hex or leading-0 octal.  None means failure."""
-    if part == "":
-        return None
-    radix = 10
-    if part[:2] in ("0x", "0X"):
-        part, radix = part[2:], 16
-    elif len(part) >= 2 and part[0] == "0":
-        part, radix = part[1:], 8
-    if part == "":
-        return 0
-    digits = "0123456789abcdefABCDEF"[: radix if radix <= 10 else 22]
-    if not all(c in digits for c in part):
-        return None
-    return int(part, radix)
+def url_host(host: str) -> tuple[str, IPAddress | None]:
+    """``(host, address)`` as a WHATWG URL parser (ada, Node's own) reads a URL host.
 
-
-def _ipv4_parts(host: str) -> list[str] | None:
-    """Split *host* into IPv4 parts if it "ends in a number" (WHATWG), else return None."""
-    parts = host.split(".")
-    if parts[-1] == "":
-        if len(parts) == 1:
-            return None
-        parts.pop()
-    last = parts[-1]
-    if last and all(c in "0123456789" for c in last):
-        return parts
-    if _parse_ipv4_number(last) is not None:
-        return parts
-    return None
-
-
-def _parse_ipv4(parts: list[str]) -> ipaddress.IPv4Address | None:
-    if len(parts) > 4:
-        return None
-    numbers = [_parse_ipv4_number(p) for p in parts]
-    if any(n is None for n in numbers):
-        return None
-    nums: list[int] = numbers  # type: ignore[assignment]
-    if any(n > 255 for n in nums[:-1]) or nums[-1] >= 256 ** (5 - len(nums)):
-        return None
-    value = nums[-1]
-    for i, n in enumerate(nums[:-1]):
-        value += n * 256 ** (3 - i)
-    return ipaddress.IPv4Address(value)
-
-
-def _normalize_host(host: str) -> str:
-    if not host.isascii():
-        # What UTS #46 / IDNA mapping does before the WHATWG IPv4 parser runs:
-        # full-width digits become ASCII, ideographic full stops become '.'.
-        host = unicodedata.normalize("NFKC", host.translate(_DOTS)).translate(_DOTS)
-    return host.lower()
+    The host comes back in ada's form (lower case, punycode, IPv6 in brackets) with its
+    address when it is an IP literal: ``127.1``, ``2130706433``, ``0x7f.0.0.1``,
+    ``0177.0.0.1``, ``127.0.0.1.`` and full-width ``１２７.０.０.１`` are all 127.0.0.1. A bare
+    IPv6 address (as HTTP clients pass it) is read as if bracketed. ``ValueError`` for what
+    is not a URL host: something new URL() rejects (``256.0.0.1``, ``foo.1``, ``[::1``,
+    IPv6 zone ids, bad IDNA) or text with a port, userinfo, path, spaces or controls.
+    """
+    if not isinstance(host, str) or not host or not _NOT_IN_HOST.isdisjoint(host):
+        raise ValueError(f"not a URL host: {host!r}")
+    if host.startswith("["):
+        if host.find("]") != len(host) - 1:
+            raise ValueError(f"not a URL host: {host!r}")
+    elif ":" in host:
+        host = f"[{host}]"
+    u = ada_url.parse_url(f"http://{host}/", ("hostname", "host_type"))
+    name, kind = u["hostname"], u["host_type"]
+    if kind == ada_url.HostType.IPV4:
+        return name, ipaddress.IPv4Address(name)
+    if kind == ada_url.HostType.IPV6:
+        return name, ipaddress.IPv6Address(name[1:-1])
+    return name, None
 
 
 def parse_ip_literal(host: str) -> IPAddress | None:
-    """Read a URL host as an IP address, as a WHATWG URL parser would.
-
-    * ``[::1]`` and bare ``::1`` give an :class:`~ipaddress.IPv6Address`.  Zone
-      ids are kept (``fe80::1%eth0``).
-    * IPv4 follows the WHATWG host parser, which matches ``inet_aton``: one to
-      four parts, each decimal, ``0x`` hex or leading-``0`` octal, with the last
-      part filling the remaining bytes.  ``127.1``, ``127.0.1``,
-      ``2130706433``, ``0x7f000001``, ``0x7f.0.0.1``, ``0177.0.0.1``,
-      ``017700000001`` and ``127.0.0.1.`` all give ``127.0.0.1``.  Full-width
-      digits and ideographic dots are mapped first, as IDNA mapping would do.
-    * Real host names (``example.com``, ``localhost``) give ``None``.  So do
-      malformed literals: a bracketed host that is not IPv6, or a host that
-      ends in a number but is not a valid IPv4 address (``256.0.0.1``,
-      ``1.2.3.4.5``, ``foo.1``).  A WHATWG parser rejects such URLs, and
-      :func:`resolve_checked` refuses them without asking DNS.
-
-    The caller must percent-decode the host first (``%31%32%37.0.0.1`` must
-    come in as ``127.0.0.1``).  This function does no percent-decoding.
-    """
-    if not isinstance(host, str) or host == "":
+    """The address a URL host names when it is an IP literal (see :func:`url_host`), else None."""
+    try:
+        return url_host(host)[1]
+    except ValueError:
         return None
-    if host.startswith("[") and host.endswith("]"):
-        try:
-            return ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            return None
-    if ":" in host:
-        try:
-            return ipaddress.IPv6Address(host)
-        except ValueError:
-            return None
-    normalized = _normalize_host(host)
-    parts = _ipv4_parts(normalized)
-    if parts is None:
-        return None
-    return _parse_ipv4(parts)
-
-
-# WHATWG "forbidden domain code points" (C0 controls, space, DEL and URL
-# delimiters).  A name containing one of these is never sent to the resolver.
-_FORBIDDEN_IN_NAME = frozenset(
-    [chr(c) for c in range(0x21)] + list("#%/:<>?@[\\]^|\x7f")
-)
-
-
-def _name_problem(host: str) -> str | None:
-    """Why *host* (not an IP literal) must not be sent to the resolver, or None."""
-    if host == "":
-        return "empty host"
-    if "[" in host or "]" in host or ":" in host:
-        return "invalid IPv6 literal"
-    normalized = _normalize_host(host)
-    if _ipv4_parts(normalized) is not None:
-        return "invalid IPv4 literal"
-    if any(c in _FORBIDDEN_IN_NAME for c in host + normalized):
-        return "forbidden character in host name"
-    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
-    if any(label == "" for label in labels):
-        return "empty label in host name"
-    return None
 
 
 async def resolve_checked(host: str, port: int, *, allow_private: bool) -> list[tuple[int, str]]:
     """Resolve *host* and refuse it unless every address is public.
 
-    IP literals (every form :func:`parse_ip_literal` accepts) are used as they
-    are, with no DNS.  Names go to ``loop.getaddrinfo(host, port,
-    type=SOCK_STREAM)``.  Names that cannot be valid hosts (bad literals,
-    forbidden characters, empty labels) are refused without DNS.
+    *host* is a URL host (normally already in ada's form, as the fetcher passes
+    it; a bare IPv6 address is fine).  IP literals (every spelling
+    :func:`url_host` reads) are used as they are, with no DNS.  Names go to
+    ``loop.getaddrinfo(name, port, type=SOCK_STREAM)``.  Hosts that cannot be
+    resolved by construction (not a URL host, or not a DNS name: forbidden
+    characters, empty or over-long labels) raise :class:`InvalidHost` without DNS.
 
     Returns ``[(family, ip_string), ...]`` in resolver order, without
     duplicates.  The caller must connect only to these addresses and must not
@@ -366,18 +295,20 @@ async def resolve_checked(host: str, port: int, *, allow_private: bool) -> list[
     if not isinstance(host, str):
         raise ResolveError(repr(host), "host is not a string")
 
-    literal = parse_ip_literal(host)
+    try:
+        name, literal = url_host(host)
+    except ValueError:
+        raise InvalidHost(host, "not a valid URL host") from None
     addrs: list[tuple[int, str]] = []
     if literal is not None:
         family = socket.AF_INET if literal.version == 4 else socket.AF_INET6
         addrs.append((family, str(literal)))
     else:
-        problem = _name_problem(host)
-        if problem is not None:
-            raise ResolveError(host, problem)
+        if not _DNS_NAME.fullmatch(name):
+            raise InvalidHost(host, "not a DNS host name")
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = await loop.getaddrinfo(name, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:  # socket.gaierror is an OSError
             raise ResolveError(host, str(exc) or type(exc).__name__) from exc
         seen: set[tuple[int, str]] = set()

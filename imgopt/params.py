@@ -10,46 +10,29 @@ import functools
 import math
 import re
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv6Address
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
+
+import ada_url
 
 from .config import ImagesConfig
 from .errors import ImageError
-from .netguard import parse_ip_literal
-from .patterns import has_local_match, has_remote_match, serialize_ipv6, strip_input
+from .patterns import ParsedURL, has_local_match, has_remote_match, to_usv
 
 MAX_URL_LENGTH = 3072
 _DIGITS = re.compile(r"[0-9]+")
 _RECURSIVE = re.compile(r"/_next/image($|/)")
 _STATIC_PREFIXES = ("/_next/static/media", "/_next/static/immutable/media")
-_HOST_FORBIDDEN = re.compile(r"[\x00-\x20#%/:<>?@\[\\\]^|\x7f]")
 
 
 @dataclass(frozen=True)
-class RemoteURL:
-    """An absolute http(s) URL, normalised the way WHATWG's URL parser does for our purposes."""
+class RemoteURL(ParsedURL):
+    """An absolute http(s) URL as ``new URL()`` (ada) parses it: the parts the matchers look at,
+    and ``href``, what is fetched and keyed (without the fragment, which is never sent)."""
 
-    scheme: str  # 'http' | 'https'
-    host: str  # lower-case; IPv6 literals without brackets
-    port: str  # '' for the scheme's default port
-    path: str  # percent-encoded, at least '/'
-    query: str  # without '?'; '' when none
-
-    @property
-    def netloc(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}" if self.port else host
-
-    @property
-    def search(self) -> str:
-        return f"?{self.query}" if self.query else ""
+    href: str
 
     def __str__(self) -> str:
-        return f"{self.scheme}://{self.netloc}{self.path}{self.search}"
-
-    @property
-    def port_number(self) -> int:
-        return int(self.port) if self.port else (443 if self.scheme == "https" else 80)
+        return self.href
 
 
 @dataclass(frozen=True)
@@ -168,71 +151,22 @@ def split_local(url: str) -> tuple[str, str]:
     return normalize_path(path), (f"?{query}" if query else "")
 
 
-_SPECIAL_SCHEME = re.compile(r"(https?):[/\\]*", re.I)
-
-
-def whatwg_prepare(url: str) -> str:
-    """What `new URL()` does before parsing an http(s) url, so urlsplit sees the same url.
-
-    Leading and trailing C0 controls and spaces are trimmed and tabs and newlines dropped
-    anywhere. After a special scheme, any run of slashes and backslashes, none included, opens
-    the authority (``http:/h``, ``http:h``, ``http:\\\\h`` and ``http:///h`` all mean
-    ``http://h``), and before the query a backslash is a slash."""
-    url = strip_input(url)
-    m = _SPECIAL_SCHEME.match(url)
-    if not m:
-        return url
-    rest = url[m.end():]
-    cut = min((i for i in (rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-    return f"{m.group(1)}://{rest[:cut].replace(chr(92), '/')}{rest[cut:]}"
+_REMOTE_PARTS = ("href", "username", "password", "protocol", "hostname", "port", "pathname", "search")
 
 
 def parse_remote_url(url: str) -> RemoteURL:
-    """Parse an absolute URL; ImageError 400 'invalid' for anything new URL() or we refuse."""
-    invalid = _bad('"url" parameter is invalid')
-    url = whatwg_prepare(url)
-    if any(ord(c) < 0x20 or c == "\x7f" for c in url):
-        raise invalid
+    """``new URL(url)`` for an absolute http(s) url (ada, Node's own parser); ImageError 400
+    'invalid' where it throws or for another scheme, 'not allowed' for a url with credentials."""
     try:
-        parts = urlsplit(url)
-        port = parts.port
+        u = ada_url.parse_url(to_usv(url), _REMOTE_PARTS)
     except ValueError:
-        raise invalid from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise invalid
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise _bad('"url" parameter is invalid') from None
+    if u["protocol"] not in ("http:", "https:"):
+        raise _bad('"url" parameter is invalid')
+    if u["username"] or u["password"]:
         raise _bad('"url" parameter is not allowed')
-    host = parts.hostname or ""
-    try:
-        host = strict_unquote(host).lower().rstrip(".") if host else ""
-    except ValueError:
-        raise invalid from None
-    if not host:
-        raise invalid
-    if ":" in host:  # IPv6 literal (urlsplit strips brackets)
-        if not re.fullmatch(r"[0-9a-f:.]+", host):
-            raise invalid
-        try:
-            host = serialize_ipv6(IPv6Address(host))  # WHATWG's form: [0:0::1] is [::1] (one cache key)
-        except ValueError:
-            raise invalid from None
-    else:
-        if _HOST_FORBIDDEN.search(host):
-            raise invalid
-        try:
-            host = host.encode("idna").decode("ascii") if not host.isascii() else host
-        except UnicodeError:
-            raise invalid from None
-        ip = parse_ip_literal(host)
-        if isinstance(ip, IPv4Address):
-            host = str(ip)  # WHATWG writes 127.1, 2130706433, 0x7f.1 as 127.0.0.1 (one cache key)
-    default = 443 if scheme == "https" else 80
-    port_s = "" if port is None or port == default else str(port)
-    path = normalize_path(parts.path or "/")
-    path = quote(path, safe="/%!$&'()*+,;=:@~-._")
-    query = quote(parts.query, safe="/?%!$&'()*+,;=:@~-._")
-    return RemoteURL(scheme, host, port_s, path, query)
+    href = u["href"].partition("#")[0]  # '#' is always escaped before the fragment
+    return RemoteURL(u["protocol"], u["hostname"], u["port"], u["pathname"], u["search"], href)
 
 
 def negotiate(accept: str, formats: tuple[str, ...]) -> str:
@@ -377,9 +311,9 @@ def _parse_url(query: dict[str, list[str]], cfg: ImagesConfig) -> tuple[str, str
         href = url
     else:
         remote = parse_remote_url(url)
-        if not has_remote_match(cfg.domains, cfg.remote_patterns, str(remote)):
+        if not has_remote_match(cfg.domains, cfg.remote_patterns, remote):
             raise _bad('"url" parameter is not allowed')
-        href = str(remote)
+        href = remote.href
     return url, href, remote
 
 

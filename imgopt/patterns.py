@@ -1,6 +1,6 @@
 """``images.localPatterns`` / ``images.remotePatterns`` matching, Next.js style.
 
-Pure and standard-library only. What it mirrors:
+Pure (URLs are parsed by ada, see below). What it mirrors:
 
 * ``hasLocalMatch`` / ``matchLocalPattern`` (``next/dist/shared/lib/match-local-pattern``)
 * ``hasRemoteMatch`` / ``matchRemotePattern`` (``next/dist/shared/lib/match-remote-pattern``)
@@ -71,32 +71,23 @@ separator, as the Next docs describe:
 
 URLs
 ----
-Next matches the WHATWG-parsed ``URL``. :func:`parse_url` and
-:func:`local_pathname_and_search` copy the parts that matter here. They strip
-tab and newline characters and trim leading and trailing C0 controls and spaces.
-``\\`` counts as ``/``. Dot segments are resolved, including ``%2e`` forms. The
-path is percent-encoded the way WHATWG does it: characters outside the path set
-become ``%XX`` (UTF-8), and existing ``%XX`` escapes stay unchanged and are
-*not* decoded. The query is percent-encoded too. ``search`` is ``''`` when the
-query is empty or missing, including a bare trailing ``?``. Default ports are
-dropped (``:80`` for http, ``:443`` for https). Hosts are percent-decoded and
-lower-cased, IPv4 shorthands are normalised (``0x7f.1`` becomes ``127.0.0.1``)
-and IPv6 addresses are written in their compressed form.
-Internationalised (IDN) hosts are **not** converted to punycode. They stay as
-lower-cased Unicode and so never match an ASCII pattern, which means they are
-refused.
+Next matches the WHATWG-parsed ``URL``, and so does this module: :func:`parse_url` and
+:func:`local_pathname_and_search` read the parts from ada (the ``ada-url`` package), the
+URL parser Node itself bundles, so hosts, paths and queries are exactly what Next sees
+(IDNA/punycode hosts, IPv4 shorthands, IPv6 compression, percent-encoding, dot segments).
 """
 
 from __future__ import annotations
 
 import functools
-import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Union
-from urllib.parse import SplitResult, unquote_to_bytes
+from urllib.parse import SplitResult
+
+import ada_url
 
 __all__ = [
     "PatternError",
@@ -104,8 +95,7 @@ __all__ = [
     "RemotePattern",
     "LocalPattern",
     "parse_url",
-    "strip_input",
-    "serialize_ipv6",
+    "to_usv",
     "local_pathname_and_search",
     "GlobMatcher",
     "pathname_matcher",
@@ -127,7 +117,7 @@ class PatternError(ValueError):
 
 
 # --------------------------------------------------------------------------------------
-# WHATWG-style URL parsing (the subset the matchers need)
+# URLs, as WHATWG (ada) parses them
 # --------------------------------------------------------------------------------------
 
 
@@ -146,240 +136,31 @@ class ParsedURL:
     search: str
 
 
-_SPECIAL_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443, "ftp": 21}
-_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
-_TAB_NEWLINE_RE = re.compile(r"[\t\n\r]")
-_C0_SPACE = "".join(chr(i) for i in range(0x21))
-
-# ASCII characters the WHATWG path / special-query percent-encode sets add on top of
-# the C0-control set (C0 controls and everything above U+007E).
-_PATH_ENCODE = frozenset(' "#<>?`{}')
-_QUERY_ENCODE = frozenset(" \"#<>'")
-_PATH_SAFE_RE = re.compile(r'[^\x00-\x20"#<>?`{}\x7f-\U0010ffff]*\Z')
-_QUERY_SAFE_RE = re.compile(r"[^\x00-\x20\"#<>'\x7f-\U0010ffff]*\Z")
-
-_FORBIDDEN_HOST = frozenset("\x00\t\n\r #/:<>?@[\\]^|")
-_FORBIDDEN_DOMAIN = _FORBIDDEN_HOST | frozenset(chr(i) for i in range(0x20)) | {"%", "\x7f"}
-
-
-def _percent_encode(s: str, extra: frozenset[str], safe_re: re.Pattern[str]) -> str:
-    if safe_re.match(s):
+def to_usv(s: str) -> str:
+    """The string as JavaScript hands it to ``new URL()``: a lone surrogate becomes U+FFFD."""
+    try:
+        s.encode("utf-8")
         return s
-    out: list[str] = []
-    for ch in s:
-        o = ord(ch)
-        if o < 0x20 or o > 0x7E or ch in extra:
-            if 0xD800 <= o <= 0xDFFF:  # lone surrogate: USVString conversion gives U+FFFD
-                ch = "\ufffd"
-            out.append("".join(f"%{b:02X}" for b in ch.encode("utf-8")))
-        else:
-            out.append(ch)
-    return "".join(out)
+    except UnicodeEncodeError:
+        return s.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
-def strip_input(s: str) -> str:
-    """WHATWG's first step: trim C0 controls and spaces at the ends, drop tabs and newlines."""
-    return _TAB_NEWLINE_RE.sub("", s.strip(_C0_SPACE))
-
-
-_DOUBLE_DOT = frozenset({"..", ".%2e", "%2e.", "%2e%2e"})
-_SINGLE_DOT = frozenset({".", "%2e"})
-
-
-def _parse_path(path: str) -> str:
-    """WHATWG path state for special schemes. ``path`` is the raw text before ``?``."""
-    path = path.replace("\\", "/")
-    if path.startswith("/"):
-        path = path[1:]
-    segments = path.split("/")
-    last = len(segments) - 1
-    out: list[str] = []
-    for i, seg in enumerate(segments):
-        enc = _percent_encode(seg, _PATH_ENCODE, _PATH_SAFE_RE)
-        low = enc.lower()
-        if low in _DOUBLE_DOT:
-            if out:
-                out.pop()
-            if i == last:
-                out.append("")
-        elif low in _SINGLE_DOT:
-            if i == last:
-                out.append("")
-        else:
-            out.append(enc)
-    return "/" + "/".join(out)
-
-
-def _search(query: str | None) -> str:
-    if not query:
-        return ""
-    return "?" + _percent_encode(query, _QUERY_ENCODE, _QUERY_SAFE_RE)
-
-
-def _ipv4_number(part: str) -> int:
-    if part[:2] in ("0x", "0X"):
-        digits, base = part[2:], 16
-        if digits == "":
-            return 0
-    elif len(part) > 1 and part[0] == "0":
-        digits, base = part[1:], 8
-    else:
-        digits, base = part, 10
-    allowed = {8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}[base]
-    if not digits or any(c not in allowed for c in digits):
-        raise ValueError("invalid IPv4 number")
-    return int(digits, base)
-
-
-def _ends_in_number(host: str) -> bool:
-    parts = host.split(".")
-    if parts[-1] == "" and len(parts) > 1:
-        parts.pop()
-    last = parts[-1]
-    if last and all("0" <= c <= "9" for c in last):
-        return True
-    try:
-        if last[:2] in ("0x", "0X"):
-            _ipv4_number(last)
-            return True
-    except ValueError:
-        pass
-    return False
-
-
-def _parse_ipv4(host: str) -> str:
-    parts = host.split(".")
-    if parts[-1] == "" and len(parts) > 1:
-        parts.pop()
-    if len(parts) > 4 or any(p == "" for p in parts):
-        raise ValueError("invalid IPv4 address")
-    nums = [_ipv4_number(p) for p in parts]
-    if any(n > 255 for n in nums[:-1]) or nums[-1] >= 256 ** (5 - len(nums)):
-        raise ValueError("invalid IPv4 address")
-    value = nums[-1]
-    for i, n in enumerate(nums[:-1]):
-        value += n * 256 ** (3 - i)
-    return ".".join(str((value >> s) & 0xFF) for s in (24, 16, 8, 0))
-
-
-def serialize_ipv6(addr: ipaddress.IPv6Address) -> str:
-    """WHATWG's form: lower-case hex, the longest run of 2+ zero groups as ``::``, always hex
-    (Python 3.13's ``compressed`` writes IPv4-mapped addresses as dotted quads)."""
-    pieces = [(int(addr) >> (112 - 16 * i)) & 0xFFFF for i in range(8)]
-    best_start, best_len, i = -1, 1, 0
-    while i < 8:
-        if pieces[i] == 0:
-            j = i
-            while j < 8 and pieces[j] == 0:
-                j += 1
-            if j - i > best_len:
-                best_start, best_len = i, j - i
-            i = j
-        else:
-            i += 1
-    if best_start < 0:
-        return ":".join(f"{p:x}" for p in pieces)
-    head = ":".join(f"{p:x}" for p in pieces[:best_start])
-    tail = ":".join(f"{p:x}" for p in pieces[best_start + best_len :])
-    return f"{head}::{tail}"
-
-
-def _parse_host(host: str) -> str:
-    if host.startswith("["):
-        if not host.endswith("]") or "%" in host:
-            raise ValueError("invalid IPv6 host")
-        try:
-            return "[" + serialize_ipv6(ipaddress.IPv6Address(host[1:-1])) + "]"
-        except ValueError as exc:
-            raise ValueError("invalid IPv6 host") from exc
-    if host == "":
-        raise ValueError("empty host")
-    try:
-        domain = unquote_to_bytes(host).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError("invalid host encoding") from exc
-    domain = domain.lower()
-    if domain == "" or any(c in _FORBIDDEN_DOMAIN for c in domain):
-        raise ValueError(f"forbidden code point in host {host!r}")
-    if _ends_in_number(domain):
-        return _parse_ipv4(domain)
-    return domain
-
-
-def _parse_authority(authority: str, scheme: str) -> tuple[str, str]:
-    """``(hostname, port)`` from ``[userinfo@]host[:port]``; port ``''`` when default."""
-    if "@" in authority:
-        authority = authority.rsplit("@", 1)[1]
-    if authority.startswith("["):
-        close = authority.find("]")
-        if close < 0:
-            raise ValueError(f"invalid host in {authority!r}")
-        host, after = authority[: close + 1], authority[close + 1 :]
-        if after and not after.startswith(":"):
-            raise ValueError(f"invalid host in {authority!r}")
-        port_text = after[1:]
-    else:
-        host, _, port_text = authority.partition(":")
-    hostname = _parse_host(host)
-    if not port_text:
-        return hostname, ""
-    if not all("0" <= c <= "9" for c in port_text):
-        raise ValueError(f"invalid port in {authority!r}")
-    value = int(port_text)
-    if value > 65535:
-        raise ValueError(f"invalid port in {authority!r}")
-    return hostname, "" if value == _SPECIAL_DEFAULT_PORTS[scheme] else str(value)
+_PARTS = ("protocol", "hostname", "port", "pathname", "search")
 
 
 def parse_url(url: str) -> ParsedURL:
-    """Parse an absolute URL the way WHATWG ``new URL(url)`` does, for special schemes.
-
-    Accepts http, https, ws, wss and ftp. Raises ``ValueError`` for anything
-    ``new URL`` would reject, and also for the other schemes (``file:``, ``data:``
-    and so on), which this module does not need.
-    """
-    s = strip_input(url)
-    m = _SCHEME_RE.match(s)
-    if not m:
-        raise ValueError(f"invalid URL: {url!r}")
-    scheme = m.group(1).lower()
-    if scheme not in _SPECIAL_DEFAULT_PORTS:
-        raise ValueError(f"unsupported URL scheme {scheme!r}")
-    rest = s[m.end() :].lstrip("/\\")
-    cut = re.search(r"[/\\?#]", rest)
-    authority, tail = (rest[: cut.start()], rest[cut.start() :]) if cut else (rest, "")
-    hostname, port = _parse_authority(authority, scheme)
-    tail = tail.split("#", 1)[0]
-    path, qmark, query = tail.partition("?")
-    return ParsedURL(
-        protocol=scheme + ":",
-        hostname=hostname,
-        port=port,
-        pathname=_parse_path(path),
-        search=_search(query if qmark else None),
-    )
+    """``new URL(url)``: the parts, or ``ValueError`` where it would throw."""
+    u = ada_url.parse_url(to_usv(url), _PARTS)
+    return ParsedURL(u["protocol"], u["hostname"], u["port"], u["pathname"], u["search"])
 
 
 def local_pathname_and_search(url_path_and_query: str) -> tuple[str, str]:
     """``(pathname, search)`` of ``new URL(url_path_and_query, 'http://n')``.
 
-    Input that turns out to be scheme-relative once tabs and newlines are removed
-    and ``\\`` counts as ``/`` (``/\\evil/x`` or ``/<TAB>/evil/x``) is parsed with
-    that authority, as WHATWG does. An absolute input is parsed as absolute.
     Raises ``ValueError`` where ``new URL`` would throw.
     """
-    s = strip_input(url_path_and_query)
-    if _SCHEME_RE.match(s):
-        parsed = parse_url(s)
-        return parsed.pathname, parsed.search
-    s = s.split("#", 1)[0]
-    path, qmark, query = s.partition("?")
-    if len(path) >= 2 and path[0] in "/\\" and path[1] in "/\\":
-        rest = path.lstrip("/\\")
-        cut = re.search(r"[/\\]", rest)
-        authority, path = (rest[: cut.start()], rest[cut.start() :]) if cut else (rest, "")
-        _parse_authority(authority, "http")  # new URL would throw on a bad authority
-    return _parse_path(path), _search(query if qmark else None)
+    u = ada_url.URL(to_usv(url_path_and_query), "http://n")
+    return u.pathname, u.search
 
 
 # --------------------------------------------------------------------------------------

@@ -125,8 +125,10 @@ def placeholder(buf: bytes, max_input_pixels: int = VIPS_MAX_COORD**2) -> dict[s
     }
 
 
-def process(buf: bytes, allow_svg: bool, max_input_pixels: int, deadline: float) -> Result:
-    """The placeholder step for one original (runs on a worker thread)."""
+def process(buf: bytes, _negotiated: str, allow_svg: bool, _width: int, _quality: int,
+            max_input_pixels: int, deadline: float, *_extras: object) -> Result:
+    """The placeholder step for one original (runs on a worker thread), called as
+    ``transform.process`` is."""
     source = detect_type(buf)
     if source is None or not source.startswith("image/"):
         raise ImageError(400, NOT_AN_IMAGE)

@@ -13,13 +13,14 @@ import logging
 import time
 from dataclasses import dataclass
 
-from . import extensions, malloc, metrics, transform
-from .cache import Entry, MemoryTier, cache_key, get_max_age, open_cache
+from . import extensions, malloc, metrics, placeholder, transform
+from .cache import Entry, MemoryTier, cache_key, get_max_age
 from .config import Settings
 from .errors import ImageError
 from .fetch import Fetcher, Original, b64url
 from .params import ImageRequest
 from .pool import DEADLINE, SingleFlight, WorkerPool
+from .rediscache import open_cache
 
 log = logging.getLogger("imgopt")
 
@@ -100,8 +101,9 @@ class ImageService:
                 try:
                     # Issue #4: the deadline (and the pool's backstop) start when a worker
                     # picks the job up, so time spent queued is not taken from the transform.
+                    step = placeholder.process if req.placeholder else transform.process
                     result = await self.pool.run(
-                        metrics.timed_transform, transform.process, original.body, req.mime, cfg.dangerously_allow_svg,
+                        metrics.timed_transform, step, original.body, req.mime, cfg.dangerously_allow_svg,
                         req.width, req.quality, s.max_input_pixels, DEADLINE,
                         extensions.for_request(cfg, req), self.resized, _source_id(req, original),
                         timeout=s.transform_timeout,

@@ -494,14 +494,10 @@ def process(buf: bytes, negotiated: str, allow_svg: bool, width: int, quality: i
             memo: ResizedMemo | None = None, source_id: str | None = None) -> Result:
     """The whole transform step for one original (runs on a worker thread).
 
-    `extras` carries imgopt's features beyond Next.js (imgopt/extensions.py): auto quality,
-    animated re-encoding, and placeholders (JSON instead of an image). `memo` and `source_id`
-    (an id of these exact original bytes) let the formats of one original share its resize.
+    `extras` carries imgopt's features beyond Next.js (imgopt/extensions.py): auto quality and
+    animated re-encoding (placeholders are placeholder.process). `memo` and `source_id` (an id
+    of these exact original bytes) let the formats of one original share its resize.
     """
-    if extras.placeholder:
-        from . import placeholder
-
-        return placeholder.process(buf, allow_svg, max_input_pixels, deadline)
     p = plan(buf, negotiated, allow_svg)
     if p.passthrough:
         if extras.animated is not None and extras.animated_mime and is_animated(buf, p.source):

@@ -18,10 +18,12 @@ from hypothesis import strategies as st
 
 from imgopt.netguard import (
     ForbiddenAddress,
+    InvalidHost,
     ResolveError,
     is_public_address,
     parse_ip_literal,
     resolve_checked,
+    url_host,
 )
 
 LOOPBACK = IPv4Address("127.0.0.1")
@@ -125,11 +127,31 @@ def test_parse_literals(host, expected):
     assert parse_ip_literal(host) == expected
 
 
-def test_parse_keeps_zone_id():
-    addr = parse_ip_literal("[fe80::1%eth0]")
-    assert isinstance(addr, IPv6Address)
-    assert addr.scope_id == "eth0"
-    assert parse_ip_literal("fe80::1%eth0") == addr
+def test_zone_ids_are_not_url_hosts(no_dns):
+    # WHATWG (and so Node and ada) rejects a zone id in a URL host
+    for host in ("[fe80::1%eth0]", "fe80::1%eth0", "[fe80::1%25eth0]"):
+        assert parse_ip_literal(host) is None
+        with pytest.raises(InvalidHost):
+            run(resolve_checked(host, 80, allow_private=True))
+
+
+def test_url_host_is_ada_form():
+    assert url_host("EXAMPLE.com") == ("example.com", None)
+    assert url_host("ex%61mple.com") == ("example.com", None)
+    assert url_host("faß.de") == ("xn--fa-hia.de", None)
+    assert url_host("0x7f.1") == ("127.0.0.1", LOOPBACK)
+    assert url_host("::1") == ("[::1]", IPv6Address("::1"))
+    assert url_host("[0:0::FFFF:7f00:1]") == ("[::ffff:7f00:1]", IPv6Address("::ffff:7f00:1"))
+    for bad in ("xn--zz", "a:80", "[::1]:80", "u@h", "a/b", "a b", "", "256.0.0.1"):
+        with pytest.raises(ValueError):
+            url_host(bad)
+
+
+def test_names_go_to_the_resolver_in_ada_form(fake_resolver):
+    calls = fake_resolver([_ai("93.184.216.34")])
+    run(resolve_checked("EX%41MPLE.com", 80, allow_private=False))
+    run(resolve_checked("faß.de", 80, allow_private=False))
+    assert [c[0] for c in calls] == ["example.com", "xn--fa-hia.de"]
 
 
 @pytest.mark.parametrize(
@@ -194,7 +216,6 @@ REFUSED_HOSTS = [
     "2852039166",
     "[::ffff:169.254.169.254]",
     "[fe80::1]",
-    "[fe80::1%eth0]",
     "[fe80::a9fe:a9fe]",
     # CGNAT, multicast, broadcast, reserved
     "100.64.0.1",
@@ -429,7 +450,14 @@ def test_empty_result_is_resolve_error(fake_resolver):
         "a..b",
         ".a",
         "ex ample.com",
-        "ex%61mple.com",
+        "ex%2fample.com",
+        # URL hosts (Node accepts them) that are no DNS name
+        'a"b.com',
+        "a{b}.com",
+        "a*b.com",
+        "a`b.com",
+        "x" * 64 + ".com",
+        ".".join(["abcdefghi"] * 26),  # 259 characters
         "user@host",
         "a/b",
         "a\x00b",
@@ -438,7 +466,7 @@ def test_empty_result_is_resolve_error(fake_resolver):
 )
 def test_invalid_hosts_never_reach_dns(host, no_dns):
     for allow in (False, True):
-        with pytest.raises(ResolveError):
+        with pytest.raises(InvalidHost):
             run(resolve_checked(host, 80, allow_private=allow))
 
 

@@ -796,8 +796,10 @@ def test_hostname_matcher(pattern, hostname, expected):
 def test_hostname_pattern_ignores_case_through_match_remote_pattern():
     assert match_remote_pattern({"hostname": "CDN.Example.com"}, "https://cdn.example.com/a.png")
     assert match_remote_pattern({"hostname": "cdn.example.com"}, "https://CDN.EXAMPLE.COM/a.png")
-    # Unicode hosts are not converted to punycode, so they never match ASCII patterns
-    assert not match_remote_pattern({"hostname": "xn--r8jz45g.jp"}, "https://例え.jp/a")
+    # Unicode hosts are matched in punycode, as Node's URL writes them (UTS 46, not IDNA 2003)
+    assert match_remote_pattern({"hostname": "xn--r8jz45g.jp"}, "https://例え.jp/a")
+    assert match_remote_pattern({"hostname": "xn--fa-hia.de"}, "https://faß.de/a")
+    assert not match_remote_pattern({"hostname": "fass.de"}, "https://faß.de/a")
 
 
 # ---------------------------------------------------------------------------------------
@@ -833,11 +835,20 @@ def test_parse_url(url, expected):
 @pytest.mark.parametrize(
     "url",
     ["example.com", "https://", "https://h.com:65536/", "https://h.com:8a/", "https://a b.com/", "https://256.1.1.1/",
-     "https://1.2.3.4.5/", "https://[1:2]/", "file:///etc/passwd", "javascript:alert(1)"],
+     "https://1.2.3.4.5/", "https://[1:2]/", "http://xn--zz/", "http://xn--a.xn--b/", "http://[fe80::1%25eth0]/"],
 )
 def test_parse_url_rejects(url):
     with pytest.raises(ValueError):
         parse_url(url)
+
+
+def test_parse_url_other_schemes_never_match():
+    # new URL() accepts them; a pattern allows only http(s), and no host means no match
+    assert parse_url("file:///etc/passwd").protocol == "file:"
+    assert parse_url("javascript:alert(1)").protocol == "javascript:"
+    assert not has_remote_match(None, [{"hostname": "**"}], "file:///etc/passwd")
+    with pytest.raises(PatternError):
+        RemotePattern.from_config("file:///etc/passwd")
 
 
 LOCAL_PARSE_CASES = [

@@ -220,7 +220,7 @@ class Harness:
     def fetch(self, url: str) -> tuple[int, Tripwire, bytes | str]:
         async def go():
             f = fetch_mod.Fetcher(self.settings)
-            guard = f._remote._transport._pool._network_backend
+            guard = f._remote._pool._pool._network_backend  # the retrying transport's pool
             assert isinstance(guard, fetch_mod.GuardedBackend)
             wire = Tripwire(guard._inner)
             guard._inner = wire

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import pytest
@@ -39,6 +40,26 @@ def test_upstream_timeout_is_504(make_server, origin):
     assert r.status_code == 504
     assert r.text == '"url" parameter is valid but upstream response timed out'
     assert time.monotonic() - t0 < 2.5
+
+
+def test_fetch_timeout_is_the_only_limit(make_server, origin):
+    """--fetch-timeout bounds the whole fetch and nothing shorter cuts it: httpx's own default
+    is 5 s per connect and read, and each of these waits 6 s for a header, a body read or a
+    redirect hop, within a 30 s budget."""
+    srv = make_server(PROFILE_C, "--fetch-timeout", "30")
+    urls = [f"{origin.base_url}/test.png?delay=6000",
+            f"{origin.base_url}/slow-body/test.png?chunk_delay=6000&chunk_size=16777216",
+            f"{origin.base_url}/chain/1/test.png?delay=6000"]
+    with ThreadPoolExecutor(len(urls)) as pool:
+        statuses = list(pool.map(lambda u: srv.get(u, W, Q).status_code, urls))
+    assert statuses == [200, 200, 200]
+
+
+def test_stalled_origin_is_504(make_server, origin):
+    srv = make_server(PROFILE_C, "--fetch-timeout", "2")
+    r = srv.get(f"{origin.base_url}/hang", W, Q)  # reads the request and never answers
+    assert r.status_code == 504
+    assert r.text == '"url" parameter is valid but upstream response timed out'
 
 
 def test_slow_body_counts_against_the_deadline(make_server, origin):
@@ -142,3 +163,20 @@ def test_upstream_max_age(server_c, origin):
     assert r.headers["cache-control"] == "public, max-age=86400, must-revalidate"
     r = server_c.get(f"{origin.base_url}/test.jpg?cc=max-age%3D10", W, 75)
     assert r.headers["cache-control"] == "public, max-age=14400, must-revalidate"
+
+
+@pytest.mark.parametrize("host", ["xn--zz", "xn--a", "xn---", "xn--a.xn--b", "[::1", "a b", "😀.com", "٠.com", "faß.de"])
+def test_hosts_node_refuses_or_patterns_refuse_are_400(server_c, host):
+    # ada, as Node: the first five are invalid; the others are valid (punycode) but not in `domains`
+    r = server_c.get(f"http://{host}/a.png", W, Q)
+    assert r.status_code == 400, r.text
+    assert r.text in ('"url" parameter is invalid', '"url" parameter is not allowed')
+
+
+@pytest.mark.parametrize("location", ["http://xn--zz/a.png", "http://xn--a.xn--b/a.png", "http://[::1/a.png",
+                                      "http://😀.com/a.png", "http://a b/a.png"])
+def test_bad_hosts_in_a_redirect_are_a_4xx_or_502_with_a_message(server_c, origin, location):
+    r = server_c.get(f"{origin.base_url}/x?status=302&location={quote(location, safe='')}", W, Q)
+    assert r.status_code in (400, 502), r.text
+    assert r.text in ('"url" parameter is not allowed',
+                      '"url" parameter is valid but upstream response is invalid (bad redirect location)')
