@@ -159,6 +159,11 @@ class SingleFlight(Generic[T]):
         if not task.cancelled():
             task.exception()  # retrieved here, so a failure nobody awaited is not logged as lost
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait for the work in flight; after ``timeout`` seconds cancel what is left."""
         if self._tasks:
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+            _done, pending = await asyncio.wait(list(self._tasks.values()), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)

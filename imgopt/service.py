@@ -52,7 +52,10 @@ class ImageService:
         self._flights: SingleFlight[Entry] = SingleFlight()
 
     async def aclose(self) -> None:
-        await self._flights.drain()
+        # The server has already given requests their drain time: what is still in flight now
+        # (a refresh nobody waits for, the fetch of a request that was cancelled) gets a moment
+        # to finish and is then cancelled, so shutdown never waits for a slow origin.
+        await self._flights.drain(timeout=1.0)
         await self.fetcher.aclose()
         self.pool.shutdown()
         self.store.close()
