@@ -140,7 +140,6 @@ def create_app(settings: Settings) -> Starlette:
     metrics.bind_pool(service.pool)
     metrics.bind_memory({"responses": service.memory, "resized": service.resized})
     metrics.bind_resized(service.resized)
-    metrics.configure_access_log()
     requests = RequestMemo(settings.images)
 
     async def image(request: Request) -> Response:
@@ -210,7 +209,8 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             *image_routes,
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            # with --metrics-port, /metrics is served there only, off the public port
+            *([Route("/metrics", metrics_endpoint, methods=["GET"])] if settings.metrics_port is None else []),
         ],
         lifespan=lifespan,
         middleware=[Middleware(metrics.ObserveMiddleware)],

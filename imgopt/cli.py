@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import signal
@@ -11,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from . import malloc
+from . import logs, malloc
 from .config import ConfigError, ImagesConfig, Settings, load_images_config, parse_images_config
 from .nextconfig import load_next_config
 
@@ -59,6 +58,23 @@ def _cache_backend(text: str) -> str:
     raise ValueError("expected disk or a redis://host:port/db URL (rediss:// for TLS, unix:// for a socket)")
 
 
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def convert(text: str) -> str:
+        value = text.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"expected {', '.join(allowed[:-1])} or {allowed[-1]}")
+        return value
+
+    return convert
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise ValueError("must be 1 to 65535")
+    return value
+
+
 def _cache_tier(text: str) -> str:
     value = text.strip().lower()
     if value not in ("none", "disk"):
@@ -86,7 +102,9 @@ OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ("fetch-timeout", _seconds, "seconds allowed for fetching an original (default 7)"),
     ("transform-timeout", _seconds, "seconds allowed for one transform (default 7)"),
     ("max-input-pixels", _positive_int, "largest input image in pixels (default 268402689)"),
-    ("log-level", str, "debug, info, warning or error (default info)"),
+    ("log-level", _choice(*logs.LEVELS), "debug, info, warning, error or critical (default info)"),
+    ("log-format", _choice(*logs.FORMATS), "json (default: one JSON object per line) or text; all logs go to stderr"),
+    ("metrics-port", _port, "serve /metrics on this port (same --host) instead of the main one, which then answers 404 there"),
 ]
 
 
@@ -136,7 +154,8 @@ def settings_from(values: dict[str, Any]) -> Settings:
     else:
         images = ImagesConfig()
     kw: dict[str, Any] = {"images": images}
-    for key in ("host", "port", "origin", "workers", "queue", "fetch_timeout", "transform_timeout", "max_input_pixels"):
+    for key in ("host", "port", "origin", "workers", "queue", "fetch_timeout", "transform_timeout", "max_input_pixels",
+                "metrics_port"):
         if key in values:
             kw[key] = values[key]
     if "local_root" in values:
@@ -167,8 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UsageError) as e:
         print(f"imgopt: {e}", file=sys.stderr)
         return 2
-    level = str(values.get("log_level", "info")).upper()
-    logging.basicConfig(level=getattr(logging, level, logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = values.get("log_level", "info")
+    logs.configure(level, values.get("log_format", "json"))
 
     import uvicorn
 
@@ -186,10 +205,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        log_level=level.lower() if level.lower() in ("debug", "info", "warning", "error") else "info",
+        log_level=level,
+        log_config=None,  # uvicorn's lines go through the handler logs.configure installed
         timeout_graceful_shutdown=20,
         access_log=False,
     )
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(settings.metrics_port, addr=settings.host)  # a daemon thread
+        except OSError as e:
+            print(f"imgopt: --metrics-port {settings.metrics_port}: cannot listen ({e})", file=sys.stderr)
+            return 1
     Server(config).run()
     return 0
 

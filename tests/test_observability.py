@@ -55,20 +55,25 @@ def test_request_id_is_echoed_or_generated(server_c):
 
 def test_access_log_is_one_json_object_per_request(server_c, origin):
     rid = f"test-{uuid.uuid4().hex}"
-    r = server_c.get(f"{origin.base_url}/test.gif", 399, 75, headers={"X-Request-Id": rid})
+    t0 = time.monotonic()
+    r = server_c.get(f"{origin.base_url}/test.gif", 399, 75, headers={"X-Request-Id": rid, "User-Agent": "obs-test/1"})
+    took_ms = (time.monotonic() - t0) * 1000
     assert r.status_code == 200
     deadline = time.monotonic() + 5
     while True:
-        lines = [ln for ln in server_c.log_path.read_text().splitlines() if rid in ln]
+        lines = [ln for ln in server_c.log_path.read_text().splitlines() if rid in ln and '"imgopt.access"' in ln]
         if lines or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     assert len(lines) == 1
     record = json.loads(lines[0])
-    assert record["request_id"] == rid and record["type"] == "access"
+    assert record["logger"] == "imgopt.access" and record["level"] == "info"
+    assert record["request_id"] == rid and record["message"] == "GET /_next/image 200"
     assert record["method"] == "GET" and record["path"] == "/_next/image" and record["status"] == 200
     assert record["bytes"] == len(r.content) and record["cache"] in ("MISS", "HIT")
-    assert record["duration_ms"] >= 0 and "url=" in record["query"]
+    assert 0 < record["duration_ms"] <= took_ms  # measured inside the client's round trip
+    assert record["query"] == str(r.request.url.query, "ascii") and "url=" in record["query"]
+    assert record["client"] == "127.0.0.1" and record["user_agent"] == "obs-test/1"
 
 
 def test_healthz_is_json_in_disk_mode(server_c):
@@ -97,8 +102,8 @@ def test_metrics_show_the_bytes_the_in_process_caches_hold(make_server, origin):
 
     srv = make_server(PROFILE_C, "--memory-cache-size", "1M", "--resized-cache-size", "4M")
     empty = scrape(srv.url)
-    assert sample_sum(empty, "imgopt_resized_lookups", result="hit") == 0
-    assert sample_sum(empty, "imgopt_resized_lookups", result="miss") == 0
+    assert sample_sum(empty, "imgopt_resized_lookups_total", result="hit") == 0
+    assert sample_sum(empty, "imgopt_resized_lookups_total", result="miss") == 0
     assert sample_sum(empty, "imgopt_memory_bytes", cache="responses") == 0
     assert sample_sum(empty, "imgopt_memory_bytes", cache="resized") == 0
     assert sample_sum(empty, "imgopt_memory_limit_bytes", cache="responses") == 1024 * 1024
@@ -114,5 +119,5 @@ def test_metrics_show_the_bytes_the_in_process_caches_hold(make_server, origin):
     # one resize shared by both formats: 8-bit pixels, held once
     assert sample_sum(after, "imgopt_memory_bytes", cache="resized") == w * h * bands
     # the second format found the first one's resize
-    assert sample_sum(after, "imgopt_resized_lookups", result="miss") == 1
-    assert sample_sum(after, "imgopt_resized_lookups", result="hit") == 1
+    assert sample_sum(after, "imgopt_resized_lookups_total", result="miss") == 1
+    assert sample_sum(after, "imgopt_resized_lookups_total", result="hit") == 1
