@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import signal
@@ -188,6 +189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     level = values.get("log_level", "info")
     logs.configure(level, values.get("log_format", "json"))
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(settings.metrics_port, addr=settings.host)  # a daemon thread
+        except OSError as e:
+            logging.getLogger("imgopt").error("--metrics-port %d: cannot listen (%s)", settings.metrics_port, e)
+            return 1
 
     import uvicorn
 
@@ -210,14 +219,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_graceful_shutdown=20,
         access_log=False,
     )
-    if settings.metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        try:
-            start_http_server(settings.metrics_port, addr=settings.host)  # a daemon thread
-        except OSError as e:
-            print(f"imgopt: --metrics-port {settings.metrics_port}: cannot listen ({e})", file=sys.stderr)
-            return 1
     Server(config).run()
     return 0
 

@@ -50,7 +50,7 @@ UPSTREAM_ERRORS = Counter("imgopt_upstream_errors", "Failed fetches of originals
 UPSTREAM_FETCH = Histogram("imgopt_upstream_fetch_seconds", "Time to fetch an original, by source (remote, origin, "
                            "local) and outcome (ok, timeout, error)", ["source", "outcome"], buckets=_LATENCY_BUCKETS)
 
-CACHE_LOOKUPS = Counter("imgopt_cache_lookups", "Cache look-ups by tier (disk, redis) and result (hit, stale, miss)",
+CACHE_LOOKUPS = Counter("imgopt_cache_lookups", "Cache look-ups by tier (memory, disk, redis) and result (hit, stale, miss)",
                         ["tier", "result"])
 CACHE_ERRORS = Counter("imgopt_cache_errors", "Cache operations that failed or were skipped (circuit open), by "
                        "tier and operation", ["tier", "op"])
