@@ -7,7 +7,7 @@ import re
 
 import httpx
 import pytest
-from PIL import Image, ImageChops, ImageCms, ImageSequence
+from PIL import Image, ImageChops, ImageCms
 
 from conftest import PROFILE_C
 

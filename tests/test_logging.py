@@ -118,7 +118,7 @@ def test_text_format(split_server):
     assert out == ""
     lines = err.splitlines()
     parsed = [TEXT_LINE.fullmatch(line) for line in lines]
-    assert lines and all(parsed), [line for line, m in zip(lines, parsed) if not m]
+    assert lines and all(parsed), [line for line, m in zip(lines, parsed, strict=True) if not m]
     assert all(ISO_UTC.fullmatch(m["time"]) for m in parsed if m)
     access = [m for m in parsed if m and m["logger"] == "imgopt.access"]
     assert len(access) == 1

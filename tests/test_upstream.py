@@ -134,7 +134,8 @@ def test_connection_refused_is_502(server_c):
 def test_client_headers_not_forwarded(server_c, origin):
     origin.reset_counters()
     fresh = uuid.uuid4().hex  # a url in no cache: the origin is asked
-    r = server_c.get(f"{origin.base_url}/test.jpg?fresh={fresh}", W, 50, headers={"Cookie": "session=1", "Authorization": "Bearer x"})
+    r = server_c.get(f"{origin.base_url}/test.jpg?fresh={fresh}", W, 50,
+                     headers={"Cookie": "session=1", "Authorization": "Bearer x"})
     assert r.status_code == 200 and r.headers["x-nextjs-cache"] == "MISS"
     asked = [rec for rec in origin.requests if rec.params.get("fresh") == fresh]
     assert len(asked) == 1
