@@ -18,7 +18,13 @@ install: $(STAMP)
 run: $(STAMP)
 	$(VENV)/bin/imgopt serve $(ARGS)
 
-test: test-py test-loader
+# Every suite runs even when an earlier one fails; the summary names each failure and the exit
+# status is non-zero if any failed.
+test: $(STAMP)
+	@py=0; $(MAKE) --no-print-directory test-py || py=$$?; \
+	loader=0; $(MAKE) --no-print-directory test-loader || loader=$$?; \
+	echo; echo "test summary: test-py $$([ $$py = 0 ] && echo passed || echo FAILED), test-loader $$([ $$loader = 0 ] && echo passed || echo FAILED)"; \
+	[ $$py = 0 ] && [ $$loader = 0 ]
 
 test-py: $(STAMP)
 	$(PY) -m pytest -q

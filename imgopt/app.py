@@ -188,7 +188,6 @@ def create_app(settings: Settings) -> Starlette:
     metrics.bind_pool(service.pool)
     metrics.bind_memory({"responses": service.memory, "resized": service.resized, "encoded": encoded.lru})
     metrics.bind_resized(service.resized)
-    metrics.configure_access_log()
     requests = RequestMemo(settings.images)
 
     async def image(request: Request) -> Response:
@@ -263,7 +262,8 @@ def create_app(settings: Settings) -> Starlette:
         routes=[
             *image_routes,
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            # with --metrics-port, /metrics is served there only, off the public port
+            *([Route("/metrics", metrics_endpoint, methods=["GET"])] if settings.metrics_port is None else []),
         ],
         lifespan=lifespan,
         middleware=[Middleware(metrics.ObserveMiddleware)],

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from . import malloc
+from . import logs, malloc
 from .config import ConfigError, ImagesConfig, Settings, load_images_config, parse_images_config
 from .nextconfig import load_next_config
 
@@ -69,6 +69,23 @@ def _cache_backend(text: str) -> str:
     raise ValueError("expected disk or a redis://host:port/db URL (rediss:// for TLS, unix:// for a socket)")
 
 
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def convert(text: str) -> str:
+        value = text.strip().lower()
+        if value not in allowed:
+            raise ValueError(f"expected {', '.join(allowed[:-1])} or {allowed[-1]}")
+        return value
+
+    return convert
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise ValueError("must be 1 to 65535")
+    return value
+
+
 def _cache_tier(text: str) -> str:
     value = text.strip().lower()
     if value not in ("none", "disk"):
@@ -96,7 +113,9 @@ OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ("fetch-timeout", _seconds, "seconds allowed for fetching an original (default 7)"),
     ("transform-timeout", _seconds, "seconds allowed for one transform (default 7)"),
     ("max-input-pixels", _positive_int, "largest input image in pixels (default 268402689)"),
-    ("log-level", str, "debug, info, warning or error (default info)"),
+    ("log-level", _choice(*logs.LEVELS), "debug, info, warning, error or critical (default info)"),
+    ("log-format", _choice(*logs.FORMATS), "json (default: one JSON object per line) or text; all logs go to stderr"),
+    ("metrics-port", _port, "serve /metrics on this port (same --host) instead of the main one, which then answers 404 there"),
     ("max-header-bytes", _header_size, "largest request line plus headers of one request; more is answered 431 (default 16K)"),
     ("header-timeout", _seconds, "seconds a request's headers may take to arrive, from the connection's start; "
                                  "then 408 and close (default 10)"),
@@ -165,7 +184,8 @@ def settings_from(values: dict[str, Any]) -> Settings:
     else:
         images = ImagesConfig()
     kw: dict[str, Any] = {"images": images}
-    for key in ("host", "port", "origin", "workers", "queue", "fetch_timeout", "transform_timeout", "max_input_pixels"):
+    for key in ("host", "port", "origin", "workers", "queue", "fetch_timeout", "transform_timeout", "max_input_pixels",
+                "metrics_port"):
         if key in values:
             kw[key] = values[key]
     if "local_root" in values:
@@ -209,10 +229,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, UsageError) as e:
         print(f"imgopt: {e}", file=sys.stderr)
         return 2
-    level = str(values.get("log_level", "info")).upper()
+    level = values.get("log_level", "info")
     if args.command == "warm":
-        return _warm(args, settings, level)
-    logging.basicConfig(level=getattr(logging, level, logging.INFO), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logs.configure(level if "log_level" in values else "warning", values.get("log_format", "json"))
+        return _warm(args, settings)
+    logs.configure(level, values.get("log_format", "json"))
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(settings.metrics_port, addr=settings.host)  # a daemon thread
+        except OSError as e:
+            logging.getLogger("imgopt").error("--metrics-port %d: cannot listen (%s)", settings.metrics_port, e)
+            return 1
 
     import uvicorn
 
@@ -234,7 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        log_level=level.lower() if level.lower() in ("debug", "info", "warning", "error") else "info",
+        log_level=level,
+        log_config=None,  # uvicorn's lines go through the handler logs.configure installed
         http=GuardedHttpToolsProtocol.with_limits(limits),
         timeout_keep_alive=limits.keepalive_timeout,
         timeout_graceful_shutdown=limits.drain_timeout,
@@ -244,13 +274,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _warm(args: argparse.Namespace, settings: Settings, level: str) -> int:
+def _warm(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
     from . import warm
 
-    logging.basicConfig(level=getattr(logging, level, logging.INFO) if level != "INFO" else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.concurrency < 1:
         print("imgopt: --concurrency: must be at least 1", file=sys.stderr)
         return 2

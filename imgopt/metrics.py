@@ -1,28 +1,33 @@
-"""Observability: Prometheus metrics (served on /metrics) and JSON access logs with request ids.
+"""Observability: Prometheus metrics (served on /metrics) and the access log with request ids.
 
 Every metric is defined here, in the default ``prometheus_client`` registry (so the process,
-platform and GC collectors come along). The rest of the code hooks in with one-line calls:
-``ObserveMiddleware`` counts requests, latency and bytes out and writes the access log;
-``tracked_fetch`` counts upstream errors by kind and bytes in; ``timed_transform`` times the
-transform by output format; ``bind_pool`` exposes the worker pool's queue depth and in-flight
-work, ``bind_memory`` the bytes the in-process caches hold; the cache stores count lookups by tier.
+platform and GC collectors come along); docs/operations.md lists them all. The rest of the code
+hooks in with one-line calls: ``ObserveMiddleware`` counts requests, latency and bytes out,
+writes the access log and makes the request id known to every log line of the request;
+``tracked_fetch`` times fetches of originals by source and outcome and counts upstream errors
+by kind and bytes in; ``timed_transform`` times the transform by output format; ``bind_pool``
+exposes the worker pool's queue depth and in-flight work, ``bind_memory`` the bytes the
+in-process caches hold; the cache stores count lookups by tier.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import platform
 import re
-import sys
 import time
 import uuid
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, disable_created_metrics, generate_latest,
+    CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, Info, disable_created_metrics, generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from . import __version__
 from .errors import NOT_ALLOWED, ImageError
+from .logs import FIELDS, REQUEST_ID
 
 T = TypeVar("T")
 
@@ -45,8 +50,10 @@ TRANSFORM_ERRORS = Counter("imgopt_transform_errors", "Transforms that raised (t
 
 UPSTREAM_BYTES = Counter("imgopt_upstream_bytes", "Bytes of originals read (after content decoding)")
 UPSTREAM_ERRORS = Counter("imgopt_upstream_errors", "Failed fetches of originals, by kind", ["kind"])
+UPSTREAM_FETCH = Histogram("imgopt_upstream_fetch_seconds", "Time to fetch an original, by source (remote, origin, "
+                           "local) and outcome (ok, timeout, error)", ["source", "outcome"], buckets=_LATENCY_BUCKETS)
 
-CACHE_LOOKUPS = Counter("imgopt_cache_lookups", "Cache look-ups by tier (disk, redis) and result (hit, stale, miss)",
+CACHE_LOOKUPS = Counter("imgopt_cache_lookups", "Cache look-ups by tier (memory, disk, redis) and result (hit, stale, miss)",
                         ["tier", "result"])
 CACHE_ERRORS = Counter("imgopt_cache_errors", "Cache operations that failed or were skipped (circuit open), by "
                        "tier and operation", ["tier", "op"])
@@ -66,13 +73,53 @@ POOL_ADMITTED = Gauge("imgopt_pool_admitted", "Misses in progress: running or qu
 POOL_RUNNING = Gauge("imgopt_pool_running", "Transforms running on a worker thread now (in flight)")
 POOL_QUEUED = Gauge("imgopt_pool_queue_depth", "Misses admitted but not on a worker thread (fetching or waiting)")
 POOL_CAPACITY = Gauge("imgopt_pool_capacity", "Workers plus queue places; more concurrent misses get 503")
-POOL_IDLE_RUNS = Gauge("imgopt_pool_idle_releases", "Times the workers had been idle for 0.2 s and freed memory "
-                       "was given back to the system (glibc malloc_trim)")
 MEMORY_BYTES = Gauge("imgopt_memory_bytes", "Bytes held by the bounded in-process caches, by cache (responses: the "
                      "hot-entry tier, --memory-cache-size; resized: resized pixels, --resized-cache-size)", ["cache"])
 MEMORY_LIMIT = Gauge("imgopt_memory_limit_bytes", "The bound of each in-process cache", ["cache"])
-RESIZED_LOOKUPS = Gauge("imgopt_resized_lookups", "Lookups of an original's resized pixels since start (hit: another "
-                        "format of the same original and width was made recently, so no decode and resize)", ["result"])
+BUILD = Info("imgopt_build", "Versions of imgopt, Python and libvips (value 1)")
+
+
+def _libvips_version() -> str:
+    try:
+        import pyvips
+
+        return ".".join(str(pyvips.version(i)) for i in range(3))
+    except Exception:  # no libvips: the service cannot run, but /metrics must still answer
+        return "unknown"
+
+
+BUILD.info({"version": __version__, "python": platform.python_version(), "libvips": _libvips_version()})
+
+
+class _ReadAtScrape(Collector):
+    """Counters kept by other objects (the worker pool, the resized-pixels memo) as plain
+    integers that only grow, read at scrape time and exposed as Prometheus counters."""
+
+    def __init__(self) -> None:
+        self.pool: Any = None
+        self.memo: Any = None
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # nothing to check against other metrics' names at registration
+
+    def collect(self) -> Iterable[Metric]:
+        if self.pool is not None:
+            idle = CounterMetricFamily(
+                "imgopt_pool_idle_releases", "Times the workers had been idle for 0.2 s and freed memory "
+                "was given back to the system (glibc malloc_trim)")
+            idle.add_metric([], self.pool.idle_runs)
+            yield idle
+        if self.memo is not None:
+            lookups = CounterMetricFamily(
+                "imgopt_resized_lookups", "Lookups of an original's resized pixels (hit: another format of "
+                "the same original and width was made recently, so no decode and resize)", labels=["result"])
+            lookups.add_metric(["hit"], self.memo.hits)
+            lookups.add_metric(["miss"], self.memo.misses)
+            yield lookups
+
+
+_READ_AT_SCRAPE = _ReadAtScrape()
+REGISTRY.register(_READ_AT_SCRAPE)
 
 
 def exposition() -> tuple[bytes, str]:
@@ -86,7 +133,7 @@ def bind_pool(pool: Any) -> None:
     POOL_RUNNING.set_function(lambda: pool.running)
     POOL_QUEUED.set_function(lambda: max(0, pool.admitted - pool.running))
     POOL_CAPACITY.set_function(lambda: pool.capacity)
-    POOL_IDLE_RUNS.set_function(lambda: pool.idle_runs)
+    _READ_AT_SCRAPE.pool = pool
 
 
 def bind_memory(caches: dict[str, Any]) -> None:
@@ -98,8 +145,7 @@ def bind_memory(caches: dict[str, Any]) -> None:
 
 def bind_resized(memo: Any) -> None:
     """Read the resized-pixels memo's hit and miss counts (a transform.ResizedMemo) at scrape time."""
-    RESIZED_LOOKUPS.labels("hit").set_function(lambda: memo.hits)
-    RESIZED_LOOKUPS.labels("miss").set_function(lambda: memo.misses)
+    _READ_AT_SCRAPE.memo = memo
 
 
 def short_format(mime: str) -> str:
@@ -142,13 +188,26 @@ def upstream_error_kind(e: ImageError) -> str:
     return "bad_response"
 
 
-async def tracked_fetch(fetch: Awaitable[T]) -> T:
-    """Await a Fetcher.fetch(...) call, counting its bytes or its error kind."""
+def fetch_source(remote: bool, local_root: object) -> str:
+    """Where an original comes from: 'remote' (an absolute url), 'local' (--local-root) or
+    'origin' (a relative url fetched from --origin)."""
+    return "remote" if remote else "local" if local_root is not None else "origin"
+
+
+async def tracked_fetch(fetch: Awaitable[T], source: str = "remote") -> T:
+    """Await a Fetcher.fetch(...) call, timing it by source and outcome and counting its bytes
+    or its error kind."""
+    start = time.perf_counter()
     try:
         original = await fetch
     except ImageError as e:
+        UPSTREAM_FETCH.labels(source, "timeout" if e.status == 504 else "error").observe(time.perf_counter() - start)
         UPSTREAM_ERRORS.labels(upstream_error_kind(e)).inc()
         raise
+    except Exception:
+        UPSTREAM_FETCH.labels(source, "error").observe(time.perf_counter() - start)
+        raise
+    UPSTREAM_FETCH.labels(source, "ok").observe(time.perf_counter() - start)
     UPSTREAM_BYTES.inc(len(getattr(original, "body", b"")))
     return original
 
@@ -159,20 +218,6 @@ access_log = logging.getLogger("imgopt.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 _ROUTES = {"/_next/image": "/_next/image", "/_next/image/": "/_next/image", "/healthz": "/healthz",
            "/metrics": "/metrics", "/_next/image/placeholder": "/_next/image/placeholder"}
-
-
-class _JSONLines(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return record.getMessage()
-
-
-def configure_access_log() -> None:
-    """One JSON object per line on stdout; follows the root level (--log-level warning hides it)."""
-    if not access_log.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(_JSONLines())
-        access_log.addHandler(handler)
-        access_log.propagate = False
 
 
 def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
@@ -187,7 +232,7 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
 
 
 class ObserveMiddleware:
-    """ASGI middleware: X-Request-Id in and out, request metrics, one JSON access-log line."""
+    """ASGI middleware: X-Request-Id in and out, request metrics, one access-log line."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -199,6 +244,7 @@ class ObserveMiddleware:
         start = time.perf_counter()
         rid = request_id_from(scope.get("headers") or [])
         scope.setdefault("state", {})["request_id"] = rid
+        token = REQUEST_ID.set(rid)  # every log line of this request carries its id
         route = _ROUTES.get(scope.get("path", ""), "other")
         info: dict[str, Any] = {"status": 500, "bytes": 0, "cache": None}
 
@@ -229,10 +275,7 @@ class ObserveMiddleware:
             if route != "/healthz" and route != "/metrics" and access_log.isEnabledFor(logging.INFO):
                 client = scope.get("client")
                 query = scope.get("query_string", b"").decode("latin-1")
-                access_log.info(json.dumps({
-                    "ts": round(time.time(), 3),
-                    "type": "access",
-                    "request_id": rid,
+                access_log.info("%s %s %s", scope.get("method"), scope.get("path"), info["status"], extra={FIELDS: {
                     "method": scope.get("method"),
                     "path": scope.get("path"),
                     "query": query[:2048],
@@ -242,7 +285,8 @@ class ObserveMiddleware:
                     "cache": info["cache"],
                     "client": client[0] if client else None,
                     "user_agent": _header(scope, b"user-agent"),
-                }, separators=(",", ":")))
+                }})
+            REQUEST_ID.reset(token)
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str | None:

@@ -93,7 +93,7 @@ class ImageService:
         s = self.settings
         cfg = s.images
         async with self.pool.admit():
-            original = await metrics.tracked_fetch(self.fetcher.fetch(req))
+            original = await metrics.tracked_fetch(self.fetcher.fetch(req), metrics.fetch_source(req.remote is not None, s.local_root))
             max_age = max(cfg.minimum_cache_ttl, get_max_age(original.cache_control))
             upstream_tag = quoted(original.etag)
             if previous is not None and previous.upstream_etag == original.etag and previous.etag != upstream_tag:

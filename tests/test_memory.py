@@ -112,9 +112,9 @@ def test_server_releases_memory_after_a_transform_and_says_so(make_server, origi
     srv = make_server(PROFILE_C)
     off = make_server(PROFILE_C, env={"IMGOPT_MALLOC_TRIM": "0"})
     for s in (srv, off):
-        assert sample_sum(scrape(s.url), "imgopt_pool_idle_releases") == 0
+        assert sample_sum(scrape(s.url), "imgopt_pool_idle_releases_total") == 0
         r = s.get(f"{origin.base_url}/large.jpg?m={uuid.uuid4().hex}", 1080, 75, accept="image/webp")
         assert r.status_code == 200 and r.headers["x-nextjs-cache"] == "MISS"
     time.sleep(0.6)
-    assert sample_sum(scrape(srv.url), "imgopt_pool_idle_releases") == 1
-    assert sample_sum(scrape(off.url), "imgopt_pool_idle_releases") == 0
+    assert sample_sum(scrape(srv.url), "imgopt_pool_idle_releases_total") == 1
+    assert sample_sum(scrape(off.url), "imgopt_pool_idle_releases_total") == 0

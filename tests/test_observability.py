@@ -7,11 +7,13 @@ import json
 import re
 import time
 import uuid
+from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from cluster import sample_sum, scrape
-from conftest import PROFILE_C
+from conftest import PROFILE_C, ROOT
 from imgopt.errors import NOT_ALLOWED, UPSTREAM_INVALID, UPSTREAM_TIMEOUT, ImageError
 from imgopt.metrics import short_format, upstream_error_kind
 
@@ -55,20 +57,25 @@ def test_request_id_is_echoed_or_generated(server_c):
 
 def test_access_log_is_one_json_object_per_request(server_c, origin):
     rid = f"test-{uuid.uuid4().hex}"
-    r = server_c.get(f"{origin.base_url}/test.gif", 399, 75, headers={"X-Request-Id": rid})
+    t0 = time.monotonic()
+    r = server_c.get(f"{origin.base_url}/test.gif", 399, 75, headers={"X-Request-Id": rid, "User-Agent": "obs-test/1"})
+    took_ms = (time.monotonic() - t0) * 1000
     assert r.status_code == 200
     deadline = time.monotonic() + 5
     while True:
-        lines = [ln for ln in server_c.log_path.read_text().splitlines() if rid in ln]
+        lines = [ln for ln in server_c.log_path.read_text().splitlines() if rid in ln and '"imgopt.access"' in ln]
         if lines or time.monotonic() > deadline:
             break
         time.sleep(0.05)
     assert len(lines) == 1
     record = json.loads(lines[0])
-    assert record["request_id"] == rid and record["type"] == "access"
+    assert record["logger"] == "imgopt.access" and record["level"] == "info"
+    assert record["request_id"] == rid and record["message"] == "GET /_next/image 200"
     assert record["method"] == "GET" and record["path"] == "/_next/image" and record["status"] == 200
     assert record["bytes"] == len(r.content) and record["cache"] in ("MISS", "HIT")
-    assert record["duration_ms"] >= 0 and "url=" in record["query"]
+    assert 0 < record["duration_ms"] <= took_ms  # measured inside the client's round trip
+    assert record["query"] == str(r.request.url.query, "ascii") and "url=" in record["query"]
+    assert record["client"] == "127.0.0.1" and record["user_agent"] == "obs-test/1"
 
 
 def test_healthz_is_json_in_disk_mode(server_c):
@@ -97,8 +104,8 @@ def test_metrics_show_the_bytes_the_in_process_caches_hold(make_server, origin):
 
     srv = make_server(PROFILE_C, "--memory-cache-size", "1M", "--resized-cache-size", "4M")
     empty = scrape(srv.url)
-    assert sample_sum(empty, "imgopt_resized_lookups", result="hit") == 0
-    assert sample_sum(empty, "imgopt_resized_lookups", result="miss") == 0
+    assert sample_sum(empty, "imgopt_resized_lookups_total", result="hit") == 0
+    assert sample_sum(empty, "imgopt_resized_lookups_total", result="miss") == 0
     assert sample_sum(empty, "imgopt_memory_bytes", cache="responses") == 0
     assert sample_sum(empty, "imgopt_memory_bytes", cache="resized") == 0
     assert sample_sum(empty, "imgopt_memory_limit_bytes", cache="responses") == 1024 * 1024
@@ -114,5 +121,111 @@ def test_metrics_show_the_bytes_the_in_process_caches_hold(make_server, origin):
     # one resize shared by both formats: 8-bit pixels, held once
     assert sample_sum(after, "imgopt_memory_bytes", cache="resized") == w * h * bands
     # the second format found the first one's resize
-    assert sample_sum(after, "imgopt_resized_lookups", result="miss") == 1
-    assert sample_sum(after, "imgopt_resized_lookups", result="hit") == 1
+    assert sample_sum(after, "imgopt_resized_lookups_total", result="miss") == 1
+    assert sample_sum(after, "imgopt_resized_lookups_total", result="hit") == 1
+
+
+def _families(base_url: str) -> dict[str, Any]:
+    r = httpx.get(base_url + "/metrics", timeout=10)
+    assert r.status_code == 200
+    return {f.name: f for f in text_string_to_metric_families(r.text)}
+
+
+# What each imgopt metric is; a new metric must be added here and to docs/operations.md.
+IMGOPT_METRICS = {
+    "imgopt_http_requests": "counter", "imgopt_http_request_duration_seconds": "histogram",
+    "imgopt_response_bytes": "counter", "imgopt_image_responses": "counter",
+    "imgopt_transform_seconds": "histogram", "imgopt_transform_errors": "counter",
+    "imgopt_upstream_bytes": "counter", "imgopt_upstream_errors": "counter",
+    "imgopt_upstream_fetch_seconds": "histogram",
+    "imgopt_cache_lookups": "counter", "imgopt_cache_errors": "counter", "imgopt_cache_backend_up": "gauge",
+    "imgopt_cluster_locks": "counter",
+    "imgopt_pool_admitted": "gauge", "imgopt_pool_running": "gauge", "imgopt_pool_queue_depth": "gauge",
+    "imgopt_pool_capacity": "gauge", "imgopt_pool_idle_releases": "counter",
+    "imgopt_memory_bytes": "gauge", "imgopt_memory_limit_bytes": "gauge", "imgopt_resized_lookups": "counter",
+    "imgopt_build_info": "gauge",  # an Info metric: constant 1, the versions in its labels
+}
+
+
+def test_every_metric_has_its_type_and_is_documented(server_c, origin):
+    """Values that only grow are counters (exposed as *_total), levels are gauges; every imgopt
+    metric is in docs/operations.md's table."""
+    r = server_c.get(f"{origin.base_url}/test.png?m={uuid.uuid4().hex}", 399, 75)
+    assert r.status_code == 200
+    families = {name: f for name, f in _families(server_c.url).items() if name.startswith("imgopt_")}
+    # the Redis-only ones (cache errors, backend up, cluster locks) appear once used
+    optional = {"imgopt_cache_errors", "imgopt_cache_backend_up", "imgopt_cluster_locks", "imgopt_transform_errors",
+                "imgopt_upstream_errors"}
+    assert set(IMGOPT_METRICS) - optional <= set(families) <= set(IMGOPT_METRICS)
+    for name, family in families.items():
+        assert family.type == IMGOPT_METRICS[name], name
+        if family.type == "counter":
+            assert all(s.name == f"{name}_total" for s in family.samples), name
+    docs = (ROOT / "docs" / "operations.md").read_text()
+    for name, kind in IMGOPT_METRICS.items():
+        shown = f"{name}_total" if kind == "counter" else name
+        assert f"`{shown}`" in docs, shown
+
+
+def test_build_info_names_the_versions(server_c):
+    import platform
+
+    import pyvips
+
+    import imgopt
+
+    (sample,) = _families(server_c.url)["imgopt_build_info"].samples
+    assert sample.name == "imgopt_build_info" and sample.value == 1
+    assert sample.labels == {"version": imgopt.__version__, "python": platform.python_version(),
+                             "libvips": f"{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}"}
+
+
+def test_upstream_fetch_latency_by_source_and_outcome(make_server, origin, corpus):
+    def counts(url: str) -> dict[tuple[str, str], float]:
+        return {(s.labels["source"], s.labels["outcome"]): s.value for s in scrape(url)
+                if s.name == "imgopt_upstream_fetch_seconds_count" and s.value}
+
+    srv = make_server(PROFILE_C, "--origin", origin.base_url, "--fetch-timeout", "0.5")
+    assert counts(srv.url) == {}
+    assert srv.get(f"{origin.base_url}/test.png", 399, 75).status_code == 200
+    assert srv.get(f"{origin.base_url}/missing.png", 399, 75).status_code == 404
+    assert srv.get("/test.jpg", 399, 75).status_code == 200  # relative: from --origin
+    assert srv.get(f"{origin.base_url}/hang", 399, 75).status_code == 504  # never answers
+    assert counts(srv.url) == {("remote", "ok"): 1, ("remote", "error"): 1, ("origin", "ok"): 1,
+                               ("remote", "timeout"): 1}
+    # the timeout's observation is the --fetch-timeout it waited (asyncio may fire a timer a
+    # little early, hence not exactly 0.5)
+    assert sample_sum(scrape(srv.url), "imgopt_upstream_fetch_seconds_sum", source="remote", outcome="timeout") > 0.45
+    local = make_server(None, "--local-root", str(corpus))
+    assert local.get("/test.png", 640, 75).status_code == 200
+    assert counts(local.url) == {("local", "ok"): 1}
+
+
+def test_metrics_port_serves_metrics_off_the_main_port(make_server, corpus):
+    from conftest import free_port
+
+    port = free_port()
+    srv = make_server(None, "--local-root", str(corpus), "--metrics-port", str(port))
+    assert httpx.get(srv.url + "/metrics").status_code == 404  # not on the public port
+    assert srv.get("/test.png", 640, 75).status_code == 200
+    samples = scrape(f"http://127.0.0.1:{port}")
+    # the same registry: the main port's requests are counted there
+    assert sample_sum(samples, "imgopt_http_requests_total", route="/_next/image", status="200") == 1
+    assert sample_sum(samples, "imgopt_http_requests_total", route="/metrics", status="404") == 1
+    assert sample_sum(samples, "imgopt_build_info") == 1
+
+
+def test_metrics_port_in_use_is_a_clear_error(corpus):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "imgopt", "serve", "--port", "0", "--local-root", str(corpus),
+                            "--metrics-port", str(port)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    (line,) = [json.loads(line) for line in r.stderr.splitlines() if "metrics-port" in line]
+    assert line["level"] == "error" and line["message"].startswith(f"--metrics-port {port}: cannot listen (")

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -57,9 +59,41 @@ def loopback_spellings(port: int) -> list[str]:
         "[::1]", "[0:0:0:0:0:0:0:1]", "[0000::0001]", "[::]",
         "localhost", "LOCALHOST", "LocalHost", "localhost.", "%6c%6f%63%61%6c%68%6f%73%74",
         "\u24dbocalhost",  # circled l, IDNA-maps to localhost
-        "vm", "runsc",  # other /etc/hosts names for 127.0.0.1 on this box
     ]
     return [f"http://{h}:{port}" for h in hosts]
+
+
+_HOST_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
+
+
+def private_names_in_hosts(text: str) -> list[str]:
+    """The names a hosts file maps to non-public addresses (its loopback and private entries)."""
+    names: set[str] = set()
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) >= 2 and not netguard.is_public_address(fields[0]):
+            names.update(n.lower() for n in fields[1:] if _HOST_NAME.fullmatch(n.lower()))
+    return sorted(names)
+
+
+def this_machines_private_names() -> list[str]:
+    """Names this machine has for itself, found at test time from its hosts file (only read):
+    localhost, the host name, a container's name... Each must be refused like 127.0.0.1. A name
+    is kept only when the system resolver gives it nothing but non-public addresses (hosts file
+    names resolve locally: no DNS query leaves the machine). localhost is always among them."""
+    try:
+        text = Path("/etc/hosts").read_text(errors="replace")
+    except OSError:
+        text = ""
+    kept = []
+    for name in ["localhost", *private_names_in_hosts(text)][:32]:
+        try:
+            addrs = {info[4][0] for info in socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)}
+        except OSError:
+            continue
+        if addrs and not any(netguard.is_public_address(a) for a in addrs) and name not in kept:
+            kept.append(name)
+    return kept
 
 
 def userinfo_urls(port: int) -> list[str]:
@@ -89,6 +123,14 @@ def _raw_query_value(url: str) -> str:
     return quote(url, safe=":/@[]!$'()*,;=~")
 
 
+def test_private_names_in_hosts_file_text():
+    text = ("127.0.0.1 localhost\n::1 ip6-localhost ip6-loopback  # loopback\n"
+            "# 10.0.0.9 commented-out\n93.184.215.14 public.example\n127.0.1.1 Box.Lan box\n"
+            "172.17.0.2 c0ffee\n10.1.2.3 under_score\nfe80::1%eth0 linklocal\n")
+    assert private_names_in_hosts(text) == [
+        "box", "box.lan", "c0ffee", "ip6-localhost", "ip6-loopback", "linklocal", "localhost"]
+
+
 # -- over HTTP ---------------------------------------------------------------------------------
 
 
@@ -103,6 +145,10 @@ def guarded(tmp_path_factory):
 
 def test_every_loopback_spelling_is_refused_before_connecting(guarded, origin):
     urls = loopback_spellings(origin.port)
+    assert len(urls) == 46
+    names = this_machines_private_names()
+    assert "localhost" in names
+    urls += [f"http://{name}:{origin.port}" for name in names]
     before = len(origin.requests)
     failures = []
     for i, base in enumerate(urls):
@@ -114,7 +160,6 @@ def test_every_loopback_spelling_is_refused_before_connecting(guarded, origin):
             failures.append((base, "REACHED THE ORIGIN"))
     assert not failures
     assert len(origin.requests) == before  # not one connection reached the origin
-    assert len(urls) >= 45
 
 
 def test_userinfo_is_refused(guarded, origin):
