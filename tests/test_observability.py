@@ -144,6 +144,8 @@ IMGOPT_METRICS = {
     "imgopt_pool_capacity": "gauge", "imgopt_pool_idle_releases": "counter",
     "imgopt_memory_bytes": "gauge", "imgopt_memory_limit_bytes": "gauge", "imgopt_resized_lookups": "counter",
     "imgopt_build_info": "gauge",  # an Info metric: constant 1, the versions in its labels
+    "imgopt_http_rejected": "counter", "imgopt_encoded_bodies": "counter",
+    "imgopt_cache_degraded": "gauge", "imgopt_cache_db_damaged": "counter",
 }
 
 
@@ -155,7 +157,8 @@ def test_every_metric_has_its_type_and_is_documented(server_c, origin):
     families = {name: f for name, f in _families(server_c.url).items() if name.startswith("imgopt_")}
     # the Redis-only ones (cache errors, backend up, cluster locks) appear once used
     optional = {"imgopt_cache_errors", "imgopt_cache_backend_up", "imgopt_cluster_locks", "imgopt_transform_errors",
-                "imgopt_upstream_errors"}
+                "imgopt_upstream_errors", "imgopt_http_rejected", "imgopt_encoded_bodies", "imgopt_cache_degraded",
+                "imgopt_cache_db_damaged"}
     assert set(IMGOPT_METRICS) - optional <= set(families) <= set(IMGOPT_METRICS)
     for name, family in families.items():
         assert family.type == IMGOPT_METRICS[name], name
