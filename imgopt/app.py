@@ -127,7 +127,8 @@ async def image_response(request: Request, served: Served, req: ImageRequest, se
     href, is_static = req.href, req.is_static
     headers = {
         "Vary": "Accept",
-        "Cache-Control": STATIC_CACHE_CONTROL if is_static else f"public, max-age={entry.max_age}, must-revalidate",
+        "Cache-Control": (f"public, max-age={served.max_age}, must-revalidate" if served.max_age is not None
+                          else STATIC_CACHE_CONTROL if is_static else f"public, max-age={entry.max_age}, must-revalidate"),
         "ETag": entry.etag,
     }
     if is_fresh(request, entry.etag):

@@ -93,6 +93,15 @@ def _cache_tier(text: str) -> str:
     return value
 
 
+def _switch(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
 # flag, type, help. The environment variable is IMGOPT_ + the flag in upper case.
 OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ("host", str, "address to bind (default 127.0.0.1)"),
@@ -123,6 +132,8 @@ OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ("max-connections", _positive_int, "open connections at most; at the cap the longest idle or half-sent one is "
                                        "closed, or 503 when all are busy (default 1024, or half the open-file limit)"),
     ("drain-timeout", _seconds, "seconds in-flight requests get to finish after SIGTERM (default 20)"),
+    ("fast-first", _switch, "answer a cold AVIF request at once in WebP (max-age 60) while the AVIF is made in the "
+                            "background; later requests get AVIF (default off)"),
 ]
 
 
@@ -146,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     warm.add_argument("--concurrency", type=int, default=2, help="requests at once (default 2)")
     warm.add_argument("--dry-run", action="store_true", help="list the variants, request nothing")
     for p in (serve, warm):
-        for flag, _type, help_text in OPTIONS:
-            p.add_argument(f"--{flag}", default=None, help=f"{help_text} [env {_env_name(flag)}]")
+        for flag, convert, help_text in OPTIONS:
+            switch = {"nargs": "?", "const": "true"} if convert is _switch else {}
+            p.add_argument(f"--{flag}", default=None, help=f"{help_text} [env {_env_name(flag)}]", **switch)
     return parser
 
 
@@ -185,7 +197,7 @@ def settings_from(values: dict[str, Any]) -> Settings:
         images = ImagesConfig()
     kw: dict[str, Any] = {"images": images}
     for key in ("host", "port", "origin", "workers", "queue", "fetch_timeout", "transform_timeout", "max_input_pixels",
-                "metrics_port"):
+                "metrics_port", "fast_first"):
         if key in values:
             kw[key] = values[key]
     if "local_root" in values:

@@ -267,6 +267,7 @@ class Settings:
     fetch_timeout: float = 7.0
     transform_timeout: float = 7.0
     max_input_pixels: int = 268_402_689
+    fast_first: bool = False  # a cold AVIF is answered at once in WebP while AVIF is made (docs/warm.md)
     metrics_port: int | None = None  # /metrics on its own port (and not on the main one)
 
     @property

@@ -49,6 +49,8 @@ class ImageRequest:
     # ('' = pass it through), and whether this is a /_next/image/placeholder request.
     animated_mime: str = ""
     placeholder: bool = False
+    # --fast-first: when ``mime`` is AVIF, the type the client accepts without it (WebP), or ''.
+    fast_mime: str = ""
 
     @property
     def is_local(self) -> bool:
@@ -348,14 +350,16 @@ def parse_request(raw_query: str, accept: str, cfg: ImagesConfig) -> ImageReques
         raise _bad(f'"q" parameter (quality) of {q} is not allowed')
 
     is_static = remote is None and url.startswith(tuple(cfg.base_path + p for p in _STATIC_PREFIXES))
+    mime = negotiate(accept, cfg.formats)
     return ImageRequest(
         href=href,
         remote=remote,
         width=width,
         quality=quality,
-        mime=negotiate(accept, cfg.formats),
+        mime=mime,
         is_static=is_static,
         animated_mime=negotiate(accept, tuple(f for f in cfg.formats if f == "image/webp")) if cfg.animated else "",
+        fast_mime=negotiate(accept, tuple(f for f in cfg.formats if f != "image/avif")) if mime == "image/avif" else "",
     )
 
 

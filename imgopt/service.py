@@ -8,6 +8,7 @@ once while one background refresh runs, and a failed refresh leaves the stale en
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import time
@@ -26,12 +27,15 @@ log = logging.getLogger("imgopt")
 
 # Seconds between the first STALE answer for a key and the start of its background refresh.
 REFRESH_DELAY = 0.15
+# --fast-first: how long a WebP answered in place of a cold AVIF may be kept (browser and CDN).
+FAST_FIRST_MAX_AGE = 60
 
 
 @dataclass(frozen=True)
 class Served:
     entry: Entry
     state: str  # 'HIT' | 'MISS' | 'STALE'
+    max_age: int | None = None  # overrides the entry's (and the immutable) Cache-Control max-age
 
 
 def quoted(tag: str) -> str:
@@ -74,8 +78,21 @@ class ImageService:
                 refresh = self._flights.run(key, lambda: self._refresh(req, key, entry))
                 refresh.add_done_callback(_quiet)
             return Served(entry, "STALE")
+        if self.settings.fast_first and req.fast_mime and not req.placeholder:
+            return await self._fast_first(req, key)
         fresh = await self._flights.run(key, lambda: self.coordinator.run(key, None, lambda: self._produce(req, key, None)))
         return Served(fresh, "MISS")
+
+    async def _fast_first(self, req: ImageRequest, key: str) -> Served:
+        """No AVIF of this variant yet: the AVIF encode (the slowest by far) starts in the
+        background, in the same single flight as an AVIF request, and this request is answered
+        with the WebP variant (from the cache, or made now) with a short max-age, so that
+        browsers and CDNs ask again soon and then get the AVIF."""
+        if key not in self._flights:
+            avif = self._flights.run(key, lambda: self.coordinator.run(key, None, lambda: self._produce(req, key, None)))
+            avif.add_done_callback(_quiet)
+        fast = await self.get(dataclasses.replace(req, mime=req.fast_mime, fast_mime=""))
+        return Served(fast.entry, "MISS", max_age=FAST_FIRST_MAX_AGE)
 
     async def _refresh(self, req: ImageRequest, key: str, stale: Entry) -> Entry:
         """The background refresh of a stale entry, started after REFRESH_DELAY.
@@ -137,4 +154,4 @@ def _source_id(req: ImageRequest, original: Original) -> str | None:
 
 def _quiet(fut: "asyncio.Future[Entry]") -> None:
     if not fut.cancelled() and fut.exception() is not None:
-        log.warning("background refresh failed: %s", fut.exception())
+        log.warning("background work failed: %s", fut.exception())

@@ -1,0 +1,92 @@
+"""--fast-first: a cold AVIF request is answered at once with WebP (short max-age, MISS) while
+the AVIF is made in the background, in the same single flight as any AVIF request; later
+requests get the AVIF."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+IMAGES = {"formats": ["image/avif", "image/webp"]}
+CHROME = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
+
+
+def transforms(base_url: str) -> dict[str, float]:
+    """Transforms done so far, by output format (imgopt's own histogram counts)."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(base_url + "/metrics", timeout=10).text):
+        if family.name == "imgopt_transform_seconds":
+            for s in family.samples:
+                if s.name.endswith("_count"):
+                    out[s.labels["format"]] = out.get(s.labels["format"], 0) + s.value
+    return out
+
+
+@pytest.fixture
+def root(corpus: Path, tmp_path: Path) -> Path:
+    r = tmp_path / "site"
+    (r / "_next" / "static" / "media").mkdir(parents=True)
+    shutil.copy(corpus / "test.jpg", r / "a.jpg")
+    shutil.copy(corpus / "test.jpg", r / "_next" / "static" / "media" / "a.1234.jpg")
+    return r
+
+
+def test_cold_avif_is_answered_in_webp_then_avif(root: Path, make_server: Any) -> None:
+    srv = make_server(IMAGES, "--local-root", str(root), "--fast-first")
+    url = f"{srv.url}/_next/image?url=%2Fa.jpg&w=640&q=75"
+    first = httpx.get(url, headers={"Accept": CHROME}, timeout=60)
+    assert first.status_code == 200
+    assert first.headers["content-type"] == "image/webp" and first.content[8:12] == b"WEBP"
+    assert first.headers["cache-control"] == "public, max-age=60, must-revalidate"
+    assert first.headers["x-nextjs-cache"] == "MISS"
+    assert first.headers["vary"] == "Accept"
+    # An AVIF-only client has nothing faster to take: it joins the AVIF in progress.
+    avif_only = httpx.get(url, headers={"Accept": "image/avif"}, timeout=60)
+    assert avif_only.status_code == 200 and avif_only.headers["content-type"] == "image/avif"
+    later = httpx.get(url, headers={"Accept": CHROME}, timeout=60)
+    assert later.headers["content-type"] == "image/avif" and later.content[4:12] == b"ftypavif"
+    assert later.headers["x-nextjs-cache"] == "HIT"
+    assert later.headers["cache-control"] == "public, max-age=14400, must-revalidate"
+    assert later.content == avif_only.content
+    # One AVIF encode however many asked, and the WebP that was answered is cached for WebP clients.
+    assert transforms(srv.url) == {"avif": 1, "webp": 1}
+    webp = httpx.get(url, headers={"Accept": "image/webp"}, timeout=60)
+    assert webp.headers["x-nextjs-cache"] == "HIT" and webp.content == first.content
+    assert webp.headers["cache-control"] == "public, max-age=14400, must-revalidate"
+
+
+def test_static_media_answered_fast_is_not_immutable(root: Path, make_server: Any) -> None:
+    srv = make_server(IMAGES, "--local-root", str(root), "--fast-first")
+    url = f"{srv.url}/_next/image?url=%2F_next%2Fstatic%2Fmedia%2Fa.1234.jpg&w=640&q=75"
+    first = httpx.get(url, headers={"Accept": CHROME}, timeout=60)
+    assert first.headers["content-type"] == "image/webp"
+    assert first.headers["cache-control"] == "public, max-age=60, must-revalidate"
+    avif = httpx.get(url, headers={"Accept": "image/avif"}, timeout=60)
+    assert avif.headers["cache-control"] == "public, max-age=315360000, immutable"
+
+
+def test_without_the_flag_a_cold_avif_is_waited_for(root: Path, make_server: Any) -> None:
+    srv = make_server(IMAGES, "--local-root", str(root))
+    r = httpx.get(f"{srv.url}/_next/image?url=%2Fa.jpg&w=640&q=75", headers={"Accept": CHROME}, timeout=60)
+    assert r.headers["content-type"] == "image/avif" and r.headers["x-nextjs-cache"] == "MISS"
+    assert transforms(srv.url) == {"avif": 1}
+
+
+def test_the_flag_and_its_variable(tmp_path: Path) -> None:
+    from imgopt import cli
+
+    args = cli.build_parser().parse_args(["serve", "--fast-first"])
+    assert cli.settings_from(cli.resolve_options(args, {})).fast_first is True
+    args = cli.build_parser().parse_args(["serve"])
+    assert cli.settings_from(cli.resolve_options(args, {"IMGOPT_FAST_FIRST": "1"})).fast_first is True
+    assert cli.settings_from(cli.resolve_options(args, {})).fast_first is False
+    r = subprocess.run([sys.executable, "-m", "imgopt", "serve", "--fast-first", "maybe"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "--fast-first: invalid value 'maybe'" in r.stderr
