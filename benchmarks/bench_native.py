@@ -3,7 +3,7 @@
     make bench            # or: .venv/bin/python -m pytest benchmarks/bench_native.py --benchmark-enable
 
 Each group times one kernel on one input both ways; the ratio of the means is the speed-up
-(docs/beyond-next.md has the table). The inputs are what the service really feeds the kernels:
+(docs/extras.md has the table). The inputs are what the service really feeds the kernels:
 SSIM on a resized photo vs its WebP q=50 decode (RGB, 3 bands), and ThumbHash on the 100-pixel
 RGBA thumbnail of the placeholder endpoint. Inputs come from the test corpus generator, so
 this needs no downloaded corpus. Without --benchmark-enable every bench runs once (smoke).

@@ -61,7 +61,7 @@ class ImagesConfig:
     base_path: str = ""
     # next.config's trailingSlash (likewise): without it /_next/image/ is a 308 to /_next/image
     trailing_slash: bool = False
-    # imgopt extensions, not Next.js options (imgopt/extensions.py, docs/beyond-next.md)
+    # imgopt extensions, not Next.js options (imgopt/extensions.py, docs/extras.md)
     auto_quality: AutoQuality | None = None
     animated: AnimatedLimits | None = None
 

@@ -45,7 +45,7 @@ class ImageRequest:
     quality: int
     mime: str  # negotiated output type ('' = keep the source's type)
     is_static: bool
-    # imgopt extensions (docs/beyond-next.md): the type an animation may be re-encoded to
+    # imgopt extensions (docs/extras.md): the type an animation may be re-encoded to
     # ('' = pass it through), and whether this is a /_next/image/placeholder request.
     animated_mime: str = ""
     placeholder: bool = False
