@@ -51,7 +51,8 @@ if [ "${SKIP_SETUP:-0}" != 1 ]; then
   t=$(date +%s)
   "$HERE/setup_peers.sh" >"$LOGS/compare-setup.log" 2>&1 \
     || { tail -n 30 "$LOGS/compare-setup.log" >&2; echo "setup_peers.sh failed, see $LOGS/compare-setup.log" >&2; exit 1; }
-  grep -E '^(note:|apt-get install|  )' "$LOGS/compare-setup.log" || true
+  grep -E '^(note:|apt-get install)' "$LOGS/compare-setup.log" || true
+  sed -n '/^setup done/,$p' "$LOGS/compare-setup.log"
   echo "setup took $(( $(date +%s) - t )) s"
 fi
 [ -f "$BENCH_CORPUS/manifest.json" ] || { echo "no corpus at $BENCH_CORPUS (setup_peers.sh)" >&2; exit 1; }
