@@ -277,7 +277,8 @@ def cmd_report(a: argparse.Namespace) -> int:
 
     q = None if a.no_quality else quality(a.results)
     if q:
-        L += ["", f"## Output size and quality at q={Q} (every image x {{640,1080,1920}} x format, same URLs on both)", "",
+        L += ["", f"## Output size and quality at q={Q} (every image x {{{os.environ.get('QUALITY_WIDTHS', '640,1080,1920')}}} "
+              "x format, same URLs on both)", "",
               "SSIM against a high-quality reference (full decode, one Lanczos3 resize to the output size), libvips "
               "Gaussian-window SSIM on luma (Y) and mean over R,G,B. Target: bytes ≤ 1.0 x Next and SSIM ≥ Next − 0.005.", "",
               "| output type | n | KiB Next | KiB imgopt | bytes ratio | SSIM-Y Next | SSIM-Y imgopt | Δ | SSIM-RGB Next | SSIM-RGB imgopt | Δ | verdict | worst ΔY |",
