@@ -32,8 +32,11 @@ test-py: $(STAMP)
 test-loader:
 	cd loader && node --test
 
-# Benchmarks (issue #5), separate from `make test`: writes benchmarks/RESULTS.md (~55 min on 2 quiet
-# cores). BENCH_ARGS=--quick for a smoke run. Side by side with Next.js: benchmarks/compare_next.sh
+# Benchmarks, separate from `make test`; installs and generated files go to .bench-cache/
+# (BENCH_CACHE=DIR elsewhere). `make bench` writes benchmarks/RESULTS.md (~55 min on 2 quiet
+# cores; BENCH_ARGS=--quick for a smoke run). `make bench-next`: imgopt side by side with Next.js's
+# own optimizer (npm ci + next build into the cache on first use, needs Node.js >= 20.9 and npm)
+# -> benchmarks/RESULTS-next.md (OUT=FILE elsewhere); knobs in benchmarks/compare_next.sh.
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 

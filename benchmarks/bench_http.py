@@ -1,10 +1,10 @@
 """HTTP throughput and latency against a real imgopt process (uvicorn, `python -m imgopt serve`).
 
 * ``test_cold[cN]``: every (image x {640,1080,1920} x {webp,avif,jpeg}) once at concurrency N, a
-  new TCP connection per request (as ../shared/bench/loadgen.py), originals fetched from a local
+  new TCP connection per request (as benchmarks/loadgen.py), originals fetched from a local
   nginx (or python http.server) origin each time. Each round uses a fresh ``?v=`` token on the
   origin URL, so every request is a miss (fetch + transform + cache write).
-* ``test_warm[cN]``: one hot URL (kleiber.jpg, w=1080, webp, q=75), primed, then requested for
+* ``test_warm[cN]``: one hot URL (photo1.jpg, w=1080, webp, q=75), primed, then requested for
   BENCH_WARM_SECONDS with keep-alive at concurrency N (wrk when installed, else the asyncio client).
 * ``test_raw_inprocess[cN]``: the same cold job list in this process with N threads: raw
   ``thumbnail_buffer`` + imgopt's own ENCODERS settings, originals in memory -- the floor the HTTP
@@ -150,7 +150,7 @@ def _wrk(url: str, accept: str, conc: int, seconds: int) -> dict:
 
 @pytest.mark.parametrize("conc", CONCURRENCY + (16,), ids=[f"c{c}" for c in CONCURRENCY + (16,)])
 def test_warm(benchmark, smoke, server, origin, conc):
-    url = C.image_url(server.url, origin.url, "kleiber.jpg", 1080, Q)
+    url = C.image_url(server.url, origin.url, "photo1.jpg", 1080, Q)
     prime = asyncio.run(C.fetch_many(server.url, [(C.path_of(url), C.ACCEPT["webp"])] * 2, 1, keepalive=True))
     assert all(r.status == 200 for r in prime), prime[0].err
     seconds = 1 if smoke else int(os.environ.get("BENCH_WARM_SECONDS", 5))

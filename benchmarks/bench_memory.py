@@ -80,7 +80,7 @@ def test_rss_growth(benchmark, smoke, origin, variant):
         pytest.skip(f"{variant}: not available on this machine (libjemalloc2 not installed?)")
     total = 300 if smoke else int(os.environ.get("BENCH_MEM_REQUESTS", 5000))
     miss = float(os.environ.get("BENCH_MEM_MISS", 0.25))
-    names = [m.name for m in C.load_corpus(["all"])] + ["garden-anim.gif"]
+    names = [m.name for m in C.load_corpus(["all"])] + ["pan-anim.gif"]
     seq = sequence(total, miss, names)
     step = total // 10
     result = {}

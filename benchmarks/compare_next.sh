@@ -1,29 +1,35 @@
 #!/usr/bin/env bash
-# Side by side with Next.js's own optimizer (issue #5), using ../shared/bench (read-only):
-#   setup.sh + corpus.sh (idempotent) -> origin (nginx :8700) -> for each repeat, Next (`next start`
-#   :8701) and imgopt (:8704) one after the other (never both under load), each loaded by the
-#   shared loadgen.py (cold c2 q74 + cold c4 q76, new connection per request; warm c16 10 s), plus
+# Side by side with Next.js's own optimizer, everything from this repository (works in a fresh clone):
+#   setup_peers.sh (idempotent: npm ci + next build of benchmarks/next-app, the load generator's venv
+#   and the generated corpus, all in BENCH_CACHE, default .bench-cache/) -> origin (nginx, else
+#   python -m http.server, :8700) -> for each repeat, Next (`next start` :8701) and imgopt (:8704)
+#   one after the other (never both under load), each loaded by loadgen.py (cold c2 q74 + cold c4
+#   q76, new connection per request, p50/p95/p99 per pass; warm c16 10 s), plus
 #   a quality pass (every image x {640,1080,1920} x {webp,avif,jpeg} at q75: bytes + SSIM vs a
 #   high-quality reference) -> raw_vips --profile next (in-process floor) ->
 #   benchmarks/RESULTS-next.md (ratio table imgopt/Next with the issue's targets, medians of repeats).
 #
-#   benchmarks/compare_next.sh                         # full run (REPEAT=3)
-#   REPEAT=1 LOADGEN_ARGS="--widths 640 --warm-seconds 3" benchmarks/compare_next.sh   # smoke
+#   make bench-next                                       # full run (REPEAT=3), ~15 min + setup
+#   OUT=/tmp/smoke.md REPEAT=1 QUALITY_WIDTHS=640 LOADGEN_ARGS="--widths 640 --warm-seconds 3" \
+#     make bench-next                                     # smoke (a few minutes once set up)
+#   IMGOPT_ARGS="--some-flag" make bench-next              # imgopt with extra `serve` flags
 #
 # env: REPEAT (3), LOADGEN_ARGS (extra loadgen.py flags), EXCLUDE (icon.svg: both servers refuse SVG
 #      by default, which would count as errors and block every ratio), WAIT_IDLE_S (60),
-#      SKIP_SETUP=1, SKIP_RAW=1, SKIP_QUALITY=1, QUALITY_WIDTHS (640,1080,1920), RESULTS_DIR (/tmp/peers/results-imgopt-vs-next),
-#      OUT (benchmarks/RESULTS-next.md), PEERS ("next imgopt"); imgopt-only knobs: IMGOPT_WORKERS,
-#      IMGOPT_ENV="VAR=value ..." (see peers/start-imgopt.sh).
+#      SKIP_SETUP=1, SKIP_RAW=1, SKIP_QUALITY=1, QUALITY_WIDTHS (640,1080,1920),
+#      BENCH_CACHE (.bench-cache), BENCH_CORPUS ($BENCH_CACHE/corpus; make_corpus.py --index DIR makes
+#      a corpus of your own images), RESULTS_DIR ($BENCH_CACHE/results-next), OUT
+#      (benchmarks/RESULTS-next.md), PEERS ("next imgopt"), BENCH_APT (see setup_peers.sh), ports
+#      ORIGIN_PORT/NEXT_PORT/IMGOPT_PORT (8700/8701/8704); imgopt-only knobs: IMGOPT_WORKERS,
+#      IMGOPT_ARGS="--flag ..." (extra `imgopt serve` flags), IMGOPT_ENV="VAR=value ..." (see
+#      peers/start-imgopt.sh).
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
-SHARED=${BENCH_SHARED:-$(cd "$ROOT/../shared/bench" && pwd)}
-export BENCH_SHARED=$SHARED
-. "$SHARED/peers/_lib.sh"
-BPY=$PEERS_DIR/bench-venv/bin/python     # loadgen / raw_vips (aiohttp)
-MPY=$ROOT/.venv/bin/python               # quality pass + report (imgopt's venv: pyvips)
-RES=${RESULTS_DIR:-$PEERS_DIR/results-imgopt-vs-next}
+. "$HERE/peers/_lib.sh"
+BPY=$BENCH_CACHE/venv/bin/python         # loadgen (aiohttp)
+MPY=$ROOT/.venv/bin/python               # raw_vips, quality pass, report (imgopt's venv: pyvips)
+RES=${RESULTS_DIR:-$BENCH_CACHE/results-next}
 OUT=${OUT:-$HERE/RESULTS-next.md}
 REPEAT=${REPEAT:-3}
 EXCLUDE=${EXCLUDE-icon.svg}
@@ -33,44 +39,41 @@ T0=$(date +%s)
 started=()
 cleanup() {
   for n in "${started[@]}"; do
-    if [ -f "$PEERS_DIR/$n.pid" ]; then
-      case $n in
-        imgopt) "$HERE/peers/stop-imgopt.sh" >/dev/null 2>&1 ;;
-        *) "$SHARED/peers/stop-$n.sh" >/dev/null 2>&1 ;;
-      esac
-    fi
+    if [ -f "$PEERS_DIR/$n.pid" ]; then "$HERE/peers/stop-$n.sh" >/dev/null 2>&1; fi
   done
 }
 trap cleanup EXIT
 trap 'echo "interrupted" >&2; exit 130' INT TERM
 
 if [ "${SKIP_SETUP:-0}" != 1 ]; then
-  "$SHARED/setup.sh" >"$LOGS/compare-setup.log" 2>&1 || { echo "setup.sh failed, see $LOGS/compare-setup.log" >&2; exit 1; }
+  [ -x "$MPY" ] || { echo "missing $MPY: run make install first" >&2; exit 1; }
+  echo "== setup (log: $LOGS/compare-setup.log)"
+  t=$(date +%s)
+  "$HERE/setup_peers.sh" >"$LOGS/compare-setup.log" 2>&1 \
+    || { tail -n 30 "$LOGS/compare-setup.log" >&2; echo "setup_peers.sh failed, see $LOGS/compare-setup.log" >&2; exit 1; }
+  grep -E '^(note:|apt-get install)' "$LOGS/compare-setup.log" || true
+  sed -n '/^setup done/,$p' "$LOGS/compare-setup.log"
+  echo "setup took $(( $(date +%s) - t )) s"
 fi
-[ -f "$PEERS_DIR/corpus/manifest.json" ] || "$SHARED/corpus.sh" || exit 1
-[ -x "$BPY" ] || { echo "missing $BPY (setup.sh)" >&2; exit 1; }
+[ -f "$BENCH_CORPUS/manifest.json" ] || { echo "no corpus at $BENCH_CORPUS (setup_peers.sh)" >&2; exit 1; }
+[ -x "$BPY" ] || { echo "missing $BPY (setup_peers.sh)" >&2; exit 1; }
 [ -x "$MPY" ] || { echo "missing $MPY (make install)" >&2; exit 1; }
 
 rm -rf "$RES"; mkdir -p "$RES"
-echo "== compare_next started $(date -u +%FT%TZ) on $(nproc) cpus, REPEAT=$REPEAT, LOADGEN_ARGS='${LOADGEN_ARGS:-}', EXCLUDE='$EXCLUDE', IMGOPT_ENV='${IMGOPT_ENV:-}'"
-"$BPY" "$SHARED/common.py" --wait-idle 5 | sed 's/^/before run: /' | tee "$RES/noise-before.txt"
+echo "== compare_next started $(date -u +%FT%TZ) on $(nproc) cpus, REPEAT=$REPEAT, LOADGEN_ARGS='${LOADGEN_ARGS:-}', EXCLUDE='$EXCLUDE', IMGOPT_ARGS='${IMGOPT_ARGS:-}', IMGOPT_ENV='${IMGOPT_ENV:-}'"
+"$MPY" "$HERE/loadgen_common.py" --wait-idle 5 | sed 's/^/before run: /' | tee "$RES/noise-before.txt"
 
 if [ -f "$PEERS_DIR/origin.pid" ] && pid_alive "$(cat "$PEERS_DIR/origin.pid")"; then
   echo "origin already running (pid $(cat "$PEERS_DIR/origin.pid")), reusing it"
 else
-  "$SHARED/peers/start-origin.sh" >/dev/null || { echo "origin failed to start" >&2; exit 1; }
+  PYTHON=$MPY "$HERE/peers/start-origin.sh" >/dev/null || { echo "origin failed to start" >&2; exit 1; }
   started+=(origin)
 fi
 
 run_peer() { # name repeat
   local name=$1 r=$2 start stop tmpl version out base rc
-  if [ "$name" = imgopt ]; then
-    start="$HERE/peers/start-imgopt.sh"; stop="$HERE/peers/stop-imgopt.sh"
-    tmpl=$(head -n1 "$HERE/peers/imgopt.template"); version=$("$HERE/peers/version-imgopt.sh" 2>&1 | tail -n1)
-  else
-    start="$SHARED/peers/start-$name.sh"; stop="$SHARED/peers/stop-$name.sh"
-    tmpl=$(head -n1 "$SHARED/peers/$name.template"); version=$("$SHARED/peers/version-$name.sh" 2>&1 | tail -n1)
-  fi
+  start="$HERE/peers/start-$name.sh"; stop="$HERE/peers/stop-$name.sh"
+  tmpl=$(head -n1 "$HERE/peers/$name.template"); version=$("$HERE/peers/version-$name.sh" 2>&1 | tail -n1)
   echo; echo "== $name (repeat $r/$REPEAT): $version"
   out=$("$start" 2>"$LOGS/start-$name.err"); rc=$?
   started+=("$name")
@@ -82,9 +85,9 @@ run_peer() { # name repeat
     "$stop" >/dev/null 2>&1; return 1
   fi
   sleep 2
-  "$BPY" "$SHARED/common.py" --wait-idle "${WAIT_IDLE_S:-60}"
+  "$MPY" "$HERE/loadgen_common.py" --wait-idle "${WAIT_IDLE_S:-60}"
   # shellcheck disable=SC2086
-  "$BPY" "$SHARED/loadgen.py" --peer "$name" --base "$base" --pidfile "$PEERS_DIR/$name.pid" --template "$tmpl" \
+  "$BPY" "$HERE/loadgen.py" --peer "$name" --base "$base" --pidfile "$PEERS_DIR/$name.pid" --template "$tmpl" \
       --version-info "$version" --origin "$ORIGIN_URL" --out "$RES/$name.r$r.json" $EXCL ${LOADGEN_ARGS:-} \
       >"$RES/$name.r$r.md" || echo "loadgen for $name exited $?" >&2
   tail -n +1 "$RES/$name.r$r.md" | grep -E '^\| (next|imgopt)' || true
@@ -106,13 +109,23 @@ done
 
 if [ "${SKIP_RAW:-0}" != 1 ]; then
   echo; echo "== raw_vips --profile next (in-process pyvips floor, 2 threads)"
-  "$BPY" "$SHARED/common.py" --wait-idle "${WAIT_IDLE_S:-60}"
+  "$MPY" "$HERE/loadgen_common.py" --wait-idle "${WAIT_IDLE_S:-60}"
   # shellcheck disable=SC2086
-  "$BPY" "$SHARED/raw_vips.py" --threads 2 --profile next --out "$RES/raw_vips_next.json" $EXCL \
+  "$MPY" "$HERE/raw_vips.py" --threads 2 --profile next --out "$RES/raw_vips_next.json" $EXCL \
       $(printf '%s\n' "${LOADGEN_ARGS:-}" | grep -oE -- '--(widths|formats) [^ ]+' | tr '\n' ' ') | tail -n 3
 fi
 
 echo; echo "== report"
+# the command line as the report quotes it: the knobs that were set, then `make bench-next`
+cmd=""
+for v in REPEAT LOADGEN_ARGS EXCLUDE QUALITY_WIDTHS SKIP_RAW SKIP_QUALITY PEERS IMGOPT_WORKERS IMGOPT_ARGS IMGOPT_ENV; do
+  case "$v=${!v-}" in "REPEAT=3"|"EXCLUDE=icon.svg"|"PEERS=next imgopt") continue ;; esac
+  if [ -n "${!v+x}" ]; then
+    case ${!v} in *[!A-Za-z0-9._,/=-]*|"") cmd+="$v=\"${!v}\" " ;; *) cmd+="$v=${!v} " ;; esac
+  fi
+done
+if command -v nginx >/dev/null && [ "${ORIGIN_IMPL:-nginx}" = nginx ]; then origin_impl=nginx; else origin_impl="python -m http.server"; fi
 "$MPY" "$HERE/compare_next.py" report --results "$RES" --out "$OUT" --elapsed "$(( $(date +%s) - T0 ))" \
-    --loadgen-args "${LOADGEN_ARGS:-}" --repeat "$REPEAT" --exclude "$EXCLUDE"
+    --loadgen-args "${LOADGEN_ARGS:-}" --repeat "$REPEAT" --exclude "$EXCLUDE" \
+    --command "${cmd}make bench-next" --origin-impl "$origin_impl"
 echo "wrote $OUT (results: $RES) in $(( $(date +%s) - T0 )) s"

@@ -3,7 +3,7 @@
 * collects ``bench_*.py`` here (so ``pytest benchmarks`` works without -o python_files=...);
 * ``--benchmark-disable`` (pyproject's default addopts) or ``BENCH_SMOKE=1`` => smoke mode:
   every bench runs once on a tiny workload, which checks the harness without measuring;
-* skips everything when the photo corpus is missing (build it: ../shared/bench/corpus.sh).
+* skips everything when the image corpus is missing (build it: python benchmarks/make_corpus.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def pytest_collect_file(file_path: Path, parent):  # noqa: ANN001
 
 def pytest_collection_modifyitems(config, items):  # noqa: ANN001
     if not C.corpus_available():
-        skip = pytest.mark.skip(reason=f"no corpus at {C.CORPUS}: run ../shared/bench/corpus.sh (or set BENCH_CORPUS)")
+        skip = pytest.mark.skip(reason=f"no corpus at {C.CORPUS}: run benchmarks/make_corpus.py (or set BENCH_CORPUS)")
         for item in items:
             item.add_marker(skip)
 

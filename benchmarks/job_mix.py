@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The cold job mix of ../shared/bench's loadgen (every corpus image x 640/1080/1920 x
-webp/avif/original-type Accept) through imgopt.transform.process in-process, issue #5.
+"""The cold job mix of benchmarks/loadgen.py (every corpus image x 640/1080/1920 x
+webp/avif/original-type Accept) through imgopt.transform.process in-process.
 
   python benchmarks/job_mix.py [--threads 2] [--reps 2]       # CPU s, wall s, peak RSS
   python benchmarks/job_mix.py --attribute                     # CPU by step (1 thread)

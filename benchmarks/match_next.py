@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Offline check of imgopt encoder candidates against Next.js's *actual* outputs (issue #5).
+"""Offline check of imgopt encoder candidates against Next.js's *actual* outputs.
 
 Input: Next's q=75 outputs fetched by ``compare_next.py fetch --peer next`` (compare_next.sh keeps
 them in $RESULTS_DIR/bodies/next). For every (image, width, format) Next answered, imgopt's
@@ -9,7 +9,7 @@ with Next's body. Unlike frontier.py (encoders on the *same* resized pixels) thi
 resize difference: imgopt's libvips thumbnail keeps more detail than sharp's fast
 shrink-on-load, which costs bytes at equal settings.
 
-  python benchmarks/match_next.py --bodies /tmp/peers/results-imgopt-vs-next/bodies/next
+  python benchmarks/match_next.py --bodies .bench-cache/results-next/bodies/next
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ CANDIDATES = {
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bodies", default="/tmp/peers/results-imgopt-vs-next/bodies/next")
+    ap.add_argument("--bodies", default=str(C.BENCH_CACHE / "results-next" / "bodies" / "next"))
     ap.add_argument("--widths", default="")
     ap.add_argument("--formats", default="", help="only these output types, e.g. image/webp,image/jpeg")
     ap.add_argument("--out", help="also write the table to this markdown file")

@@ -3,8 +3,8 @@
     python benchmarks/report_animated.py [--widths 0,640,256] [--extra FILE ...]
 
 Inputs: the animations of the generated test corpus, the realistic ones tests/test_animated.py
-generates (a dithered photo pan as GIF, APNG and WebP), and the shared benchmark corpus's
-garden-anim.gif when /tmp/peers/corpus exists. Width 0 means "the source's own width" (no
+generates (a dithered photo pan as GIF, APNG and WebP), and the benchmark corpus's
+pan-anim.gif when it has been built (benchmarks/make_corpus.py). Width 0 means "the source's own width" (no
 resize: re-encoding alone). "served" is what the service answers: the WebP, or the original
 when the WebP is not smaller. Prints Markdown.
 """
@@ -20,7 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import _common as C  # noqa: E402
 from imgopt import animated, transform  # noqa: E402
 
 MIMES = {".gif": "image/gif", ".png": "image/png", ".webp": "image/webp"}
@@ -40,9 +42,9 @@ def main() -> None:
     make_animations(root)
     files = [root / n for n in ("animated.gif", "animated-odd.gif", "animated.png", "animated2.png", "animated.webp",
                                 "pan.gif", "pan.png", "pan.webp")]
-    shared = Path("/tmp/peers/corpus/garden-anim.gif")
-    if shared.is_file():
-        files.append(shared)
+    bench = C.CORPUS / "pan-anim.gif"
+    if bench.is_file():
+        files.append(bench)
     files += [Path(p) for p in args.extra]
     widths = [int(w) for w in args.widths.split(",")]
     print("| animation | frames | size | original bytes | width | WebP bytes | served bytes | saved | CPU |")

@@ -48,12 +48,11 @@ NOISY = 0.1  # foreign cores above this: the row is contaminated by other users 
 def ensure_corpus() -> None:
     if C.corpus_available():
         return
-    script = C.SHARED_BENCH / "corpus.sh"
-    if script.exists():
-        print(f"no corpus at {C.CORPUS}: building it with {script} (apt wallpaper packages)", flush=True)
-        subprocess.run([str(script)], check=True)
+    script = HERE / "make_corpus.py"
+    print(f"no corpus at {C.CORPUS}: generating it with {script.relative_to(ROOT)} (~10 s)", flush=True)
+    subprocess.run([sys.executable, str(script), str(C.CORPUS)], check=True)
     if not C.corpus_available():
-        sys.exit(f"no corpus at {C.CORPUS}: run ../shared/bench/corpus.sh or set BENCH_CORPUS")
+        sys.exit(f"no corpus at {C.CORPUS}: run benchmarks/make_corpus.py or set BENCH_CORPUS")
 
 
 def run_suite(name: str, out_json: Path, env: dict, quick: bool, k: str | None = None) -> int:
