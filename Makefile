@@ -38,9 +38,11 @@ bench: $(STAMP)
 bench-next: $(STAMP)
 	benchmarks/compare_next.sh
 
-# requirements/runtime.lock (what the container image installs), requirements/test.lock (what
-# `make install` and CI install) and requirements/build.lock (the image's build backends), with hashes, from the ranges in pyproject.toml, by uv.
-# Pins already in the locks are kept while they still fit; UPGRADE=1 takes the newest of everything.
+# One command refreshes the locks after a change to pyproject.toml: `make lock`. It writes, with
+# uv and with hashes, from the ranges in pyproject.toml: requirements/runtime.lock (what the
+# container image installs), requirements/test.lock (what `make install` and CI install) and
+# requirements/build.lock (the image's build backends, from requirements/build.in). Pins already
+# in the locks are kept while they still fit; `make lock UPGRADE=1` takes the newest of everything.
 UV_VERSION ?= 0.13.9
 LOCK_TOOLS := .venv-lock
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet --custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade)

@@ -73,7 +73,7 @@ def base_image() -> str:
 
 @pytest.fixture(scope="module")
 def image(base_image: str) -> str:
-    out = subprocess.run(["docker", "build", "--build-arg", f"PYTHON_IMAGE={base_image}", "-t", IMAGE, str(ROOT)],
+    out = subprocess.run(["docker", "build", "--force-rm", "--build-arg", f"PYTHON_IMAGE={base_image}", "-t", IMAGE, str(ROOT)],
                          capture_output=True, text=True, timeout=1800, env=DOCKER_ENV)
     assert out.returncode == 0, (out.stdout + out.stderr)[-6000:]
     return IMAGE
