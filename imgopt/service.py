@@ -20,6 +20,7 @@ from .errors import ImageError
 from .fetch import Fetcher, Original, b64url
 from .params import ImageRequest
 from .pool import DEADLINE, SingleFlight, WorkerPool
+from .sources import open_source
 
 log = logging.getLogger("imgopt")
 
@@ -41,7 +42,7 @@ class ImageService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pool = WorkerPool(settings.workers, settings.queue_limit, on_idle=malloc.idle_trimmer())
-        self.fetcher = Fetcher(settings)
+        self.fetcher = Fetcher(settings, open_source(settings))
         # The store (disk, Redis, or both) and who produces a missing entry (here, or a replica).
         self.store, self.coordinator = open_cache(settings)
         # The hot tier is part of the cache: no cache (size 0) means none in memory either.
