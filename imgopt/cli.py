@@ -203,10 +203,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"imgopt: {e}", file=sys.stderr)
         return 2
     level = str(values.get("log_level", "info")).upper()
-    if isinstance(settings.local_root, BucketURL):
-        problem = probe(settings.local_root)  # refused credentials: one line and exit 2, not 502s later
+    for flag, bucket in (("--local-root", settings.local_root), ("--cache", settings.cache)):
+        # Refused credentials or no such bucket: one line and exit 2, not 502s or a cache that
+        # never works. A store that does not answer yet is no reason to stop (requests say so).
+        problem = probe(bucket) if isinstance(bucket, BucketURL) else None
         if problem:
-            print(f"imgopt: --local-root {settings.local_root}: {problem}", file=sys.stderr)
+            print(f"imgopt: {flag} {bucket}: {problem}", file=sys.stderr)
             return 2
     if args.command == "warm":
         return _warm(args, settings, level)

@@ -275,6 +275,21 @@ def test_unreachable_store_is_a_fast_miss_and_trips_the_breaker(monkeypatch):
     assert health == {"status": "degraded", "cache": "s3 unreachable"}
 
 
+def test_wrong_credentials_for_the_cache_one_line_and_exit_2(cluster, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {**os.environ, **cluster.seaweed.env(AWS_ACCESS_KEY_ID="nobody")}
+    done = subprocess.run(
+        [sys.executable, "-m", "imgopt", "serve", "--port", "1", "--cache-dir", str(tmp_path), "--cache",
+         f"s3://{BUCKET}/{PREFIX}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert done.stderr.startswith(f"imgopt: --cache s3://{BUCKET}/{PREFIX}: access denied (")
+
+
 def test_cache_options():
     def settings(*argv: str, env: dict[str, str] | None = None):
         return cli.settings_from(cli.resolve_options(cli.build_parser().parse_args(["serve", *argv]), env or {}))
