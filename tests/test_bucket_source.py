@@ -61,6 +61,7 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
     s.put("originals", "site/long-lived.png", png((10, 10, 200)), **{"Cache-Control": "public, max-age=31536000"})
     s.put("originals", "site/anim.gif", gif_animated())
     s.put("originals", "site/later.png", png((90, 90, 90)))
+    s.put("originals", "site/names/a b+é%41.png", png((1, 2, 3)))
     s.put("originals", "site/big.png", noise_png(LIMIT + 50_000))
     s.put("originals", "site/empty.png", b"")
     # Out of reach: beside the prefix, in a sibling prefix that starts with the same letters,
@@ -97,6 +98,9 @@ def test_objects_under_the_prefix_are_served(srv):
         assert r.status_code == 200, (url, r.text)
         assert r.headers["content-type"] == "image/png"
         assert _colour(r.content) == colour
+    # A key with a space, a plus, non-ASCII and a literal '%' is named by its url-encoded path.
+    r = _get(srv, "/names/a%20b+%C3%A9%2541.png")
+    assert r.status_code == 200 and _colour(r.content) == (1, 2, 3)
     r = _get(srv, "/ok.png", accept="image/webp,*/*")
     assert r.headers["content-type"] == "image/webp" and r.headers["x-nextjs-cache"] == "MISS"
     assert _get(srv, "/ok.png", accept="image/webp,*/*").headers["x-nextjs-cache"] == "HIT"
