@@ -143,6 +143,27 @@ def test_bucket_holds_framed_entries(cluster, origin, corpus):
     assert entry.max_age == 14400 and entry.etag == r.headers["etag"]
 
 
+def test_replica_without_lock_shares_the_same_entries(cluster, origin, corpus, tmp_path):
+    """No --lock: single flight stays inside each replica, entries are shared all the same."""
+    path = unique_path(origin, corpus)
+    url = origin.base_url + path
+    made = image(cluster.replicas[2].url, url, 399)
+    assert made.headers["x-nextjs-cache"] == "MISS"
+    lone = ImgoptServer(tmp_path / "lone", PROFILE_C, "--cache", f"s3://{BUCKET}/{PREFIX}", "--origin",
+                        origin.base_url, env=cluster.seaweed.env()).start()
+    try:
+        assert _health(lone.url) == {"status": "ok", "cache": "s3"}
+        r = image(lone.url, url, 399)
+        assert r.headers["x-nextjs-cache"] == "HIT" and r.content == made.content
+        fresh = origin.base_url + unique_path(origin, corpus)
+        assert image(lone.url, fresh, 399).headers["x-nextjs-cache"] == "MISS"
+        assert metric(lone.url, "imgopt_cluster_locks_total") == 0  # nobody to agree with
+    finally:
+        lone.stop()
+    assert image(cluster.replicas[1].url, fresh, 399).headers["x-nextjs-cache"] == "HIT"
+    assert origin.hits[path] == 1
+
+
 def test_a_replica_killed_mid_run_loses_nothing_stored(cluster, origin, corpus):
     victim, survivors = cluster.replicas[0], cluster.replicas[1:]
     urls = [origin.base_url + unique_path(origin, corpus, "test.png") for _ in range(12)]
