@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .objectstorage import BucketURL
 from .extensions import AnimatedLimits, AutoQuality, parse_animated, parse_auto_quality
+from .objectstorage import BucketURL
 from .patterns import LocalPattern, PatternError, RemotePattern, default_local_patterns
 
 DEFAULT_DEVICE_SIZES = (640, 750, 828, 1080, 1200, 1920, 2048, 3840)

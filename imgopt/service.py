@@ -44,7 +44,8 @@ class ImageService:
         self.settings = settings
         self.pool = WorkerPool(settings.workers, settings.queue_limit, on_idle=malloc.idle_trimmer())
         self.fetcher = Fetcher(settings, open_source(settings))
-        # The store (disk, Redis, or both) and who produces a missing entry (here, or a replica).
+        # The store (disk, Redis or a bucket, or a local tier in front of one) and who produces a
+        # missing entry (here, or a replica).
         self.store, self.coordinator = open_shared(settings) or open_cache(settings)
         # The hot tier is part of the cache: no cache (size 0) means none in memory either.
         no_cache = settings.cache == "disk" and settings.cache_size == 0
