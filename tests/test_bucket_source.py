@@ -165,6 +165,25 @@ def test_wrong_credentials_or_bucket_one_line_and_exit_2(seaweed, tmp_path):
     assert (done.returncode, done.stderr) == (2, "imgopt: --local-root s3://no-such-bucket/site: no such bucket\n")
 
 
+def test_credentials_refused_at_request_time_is_a_502_with_the_reason(seaweed, monkeypatch):
+    """Credentials revoked after start-up (the start-up check passed): a 502 saying so, not a 404."""
+    import asyncio
+
+    from imgopt.errors import ImageError
+    from imgopt.sources.bucket import BucketSource
+
+    for k, v in seaweed.env(AWS_SECRET_ACCESS_KEY="revoked").items():
+        monkeypatch.setenv(k, v)
+    source = BucketSource(BucketURL("s3", "originals", "site"), timeout=5)
+    with pytest.raises(ImageError) as e:
+        asyncio.run(source.get("ok.png", LIMIT))
+    assert e.value.status == 502
+    assert e.value.message.startswith(INTERNAL_INVALID + " (bucket: access denied (SignatureDoesNotMatch)")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweed.secret_key)
+    good = asyncio.run(BucketSource(BucketURL("s3", "originals", "site"), timeout=5).get("ok.png", LIMIT))
+    assert good.body == png((200, 10, 10)) and good.etag
+
+
 def test_bucket_urls_on_the_command_line():
     def settings(*argv: str):
         return cli.settings_from(cli.resolve_options(cli.build_parser().parse_args(["serve", *argv]), {}))
