@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from . import __version__, logs, malloc
 from .config import ConfigError, ImagesConfig, Settings, load_images_config, parse_images_config
 from .nextconfig import load_next_config
+from .objectstorage import BucketURL, is_bucket_url, parse_bucket_url, probe
 
 if TYPE_CHECKING:
     from .httpserver import HttpLimits
@@ -58,15 +59,28 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _cache_backend(text: str) -> str:
+def _cache_backend(text: str) -> str | BucketURL:
     value = text.strip()
+    if is_bucket_url(value):
+        return parse_bucket_url(value)
     if value == "disk" or value.startswith(("redis://", "rediss://", "unix://")):
         if value != "disk":
             from redis.connection import parse_url  # the client's own URL rules
 
             parse_url(value)
         return value
-    raise ValueError("expected disk or a redis://host:port/db URL (rediss:// for TLS, unix:// for a socket)")
+    raise ValueError("expected disk, a redis://host:port/db URL (rediss:// for TLS, unix:// for a socket) "
+                     "or a bucket (s3://bucket/prefix, gs://, az://)")
+
+
+def _redis_url(text: str) -> str:
+    value = text.strip()
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected a redis://host:port/db URL")
+    from redis.connection import parse_url
+
+    parse_url(value)
+    return value
 
 
 def _choice(*allowed: str) -> Callable[[str], str]:
@@ -108,14 +122,16 @@ OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ("port", int, "port to listen on (default 3001)"),
     ("config", str, "JSON file with the Next.js `images` object (or {\"images\": {...}})"),
     ("next-config", str, "the site's next.config.(js|mjs|ts) or project folder; its `images` section is read with node"),
-    ("local-root", str, "folder that relative urls (/img.png) are read from"),
+    ("local-root", str, "folder, or bucket (s3://bucket/prefix, gs://, az://), that relative urls (/img.png) are read from"),
     ("origin", str, "base URL that relative urls are fetched from when there is no --local-root"),
     ("cache-dir", str, "folder of the disk cache (default .imgopt-cache)"),
     ("cache-size", _size, "disk cache bound in bytes, K/M/G suffixes allowed (default 1G; 0 = no cache)"),
     ("memory-cache-size", _size, "hot cache entries kept in memory, in bytes (default 64M; 0 = none)"),
     ("resized-cache-size", _size, "recently resized originals kept in memory for their other formats, in bytes (default 128M; 0 = none)"),
-    ("cache", _cache_backend, "disk (default), or a redis://host:port/db URL: one cache shared by all replicas"),
-    ("cache-tier", _cache_tier, "with a Redis --cache: disk keeps a local first tier in --cache-dir, none (default) does not"),
+    ("cache", _cache_backend, "disk (default), a redis://host:port/db URL or a bucket (s3://bucket/prefix): one cache shared by all replicas"),
+    ("cache-tier", _cache_tier, "with a Redis or bucket --cache: disk keeps a local first tier in --cache-dir, none (default) does not"),
+    ("lock", _redis_url, "with a bucket --cache: a redis:// URL where replicas agree who transforms a missing variant (one transform per variant)"),
+    ("store-timeout", _seconds, "seconds allowed for each request to a bucket --cache before it is skipped (default 2)"),
     ("redis-timeout", _seconds, "seconds allowed for each Redis connect, read or write before the cache is skipped (default 0.25)"),
     ("workers", _positive_int, "image worker threads (default: number of CPUs)"),
     ("queue", _non_negative_int, "requests that may wait for a worker before 503 (default 4 x workers)"),
@@ -201,7 +217,12 @@ def settings_from(values: dict[str, Any]) -> Settings:
                 "metrics_port", "fast_first"):
         if key in values:
             kw[key] = values[key]
-    if "local_root" in values:
+    if "local_root" in values and is_bucket_url(values["local_root"]):
+        try:
+            kw["local_root"] = parse_bucket_url(values["local_root"])
+        except ValueError as e:
+            raise UsageError(f"--local-root {values['local_root']}: {e}") from None
+    elif "local_root" in values:
         root = Path(values["local_root"])
         if not root.is_dir():
             raise UsageError(f"--local-root {root}: not a folder")
@@ -214,9 +235,11 @@ def settings_from(values: dict[str, Any]) -> Settings:
         kw["cache_size"] = values["cache_size"]
     elif images.maximum_disk_cache_size is not None:
         kw["cache_size"] = images.maximum_disk_cache_size
-    for key in ("cache", "cache_tier", "redis_timeout", "memory_cache_size", "resized_cache_size"):
+    for key in ("cache", "cache_tier", "redis_timeout", "memory_cache_size", "resized_cache_size", "lock", "store_timeout"):
         if key in values:
             kw[key] = values[key]
+    if "lock" in values and not isinstance(kw.get("cache"), BucketURL):
+        raise UsageError("--lock: only with a bucket --cache (a Redis --cache keeps its locks in the same Redis)")
     return Settings(**kw)
 
 
@@ -243,6 +266,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"imgopt: {e}", file=sys.stderr)
         return 2
     level = values.get("log_level", "info")
+    for flag, bucket in (("--local-root", settings.local_root), ("--cache", settings.cache)):
+        # Refused credentials or no such bucket: one line and exit 2, not 502s or a cache that
+        # never works. A store that does not answer yet is no reason to stop (requests say so).
+        problem = probe(bucket) if isinstance(bucket, BucketURL) else None
+        if problem:
+            print(f"imgopt: {flag} {bucket}: {problem}", file=sys.stderr)
+            return 2
     if args.command == "warm":
         logs.configure(level if "log_level" in values else "warning", values.get("log_format", "json"))
         return _warm(args, settings)

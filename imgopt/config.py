@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .extensions import AnimatedLimits, AutoQuality, parse_animated, parse_auto_quality
+from .objectstorage import BucketURL
 from .patterns import LocalPattern, PatternError, RemotePattern, default_local_patterns
 
 DEFAULT_DEVICE_SIZES = (640, 750, 828, 1080, 1200, 1920, 2048, 3840)
@@ -253,11 +254,13 @@ class Settings:
     images: ImagesConfig = field(default_factory=ImagesConfig)
     host: str = "127.0.0.1"
     port: int = 3001
-    local_root: Path | None = None
+    local_root: Path | BucketURL | None = None  # a folder, or a bucket (s3://, gs://, az://)
     origin: str | None = None
     cache_dir: Path = Path(".imgopt-cache")
     cache_size: int = 1 << 30
-    cache: str = "disk"  # 'disk', or a redis:// / rediss:// / unix:// URL shared by replicas
+    cache: str | BucketURL = "disk"  # 'disk', a redis:// / rediss:// / unix:// URL, or a bucket, shared by replicas
+    lock: str | None = None  # with a bucket --cache: a Redis URL for one transform per variant across replicas
+    store_timeout: float = 2.0  # seconds per object-storage request of the cache before it is skipped
     cache_tier: str = "none"  # with Redis: 'disk' keeps --cache-dir as a local first tier
     memory_cache_size: int = 64 << 20  # hot entries kept in process memory (0 = none)
     resized_cache_size: int = 128 << 20  # recent resized originals, shared by the formats (0 = none)

@@ -20,7 +20,7 @@ import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterator
 
 import ada_url
 import httpcore
@@ -31,6 +31,9 @@ from .config import ImagesConfig, Settings
 from .errors import INTERNAL_INVALID, NOT_ALLOWED, UPSTREAM_INVALID, UPSTREAM_TIMEOUT, ImageError
 from .params import ImageRequest, RemoteURL, parse_remote_url, split_local, strict_unquote
 from .patterns import has_remote_match
+
+if TYPE_CHECKING:
+    from .sources import Source
 
 _REDIRECTS = {301, 302, 303, 307, 308}
 _REQUEST_HEADERS = {
@@ -266,11 +269,32 @@ async def _read_limited(chunks: AsyncIterator[bytes], decoder: _Decoder, limit: 
     return bytes(buf)
 
 
+def local_key(url: str, base_path: str) -> str:
+    """The relative path a local url names under the root (``a/b.png``; '' for the root itself).
+
+    Decoded once; a NUL, a backslash or a ``..`` segment left after decoding (``%2e%2e``,
+    ``..%2f``, ``%5c``) is refused, so no spelling leaves the root. Empty segments are dropped.
+    Folders and buckets (imgopt/sources) both read the path from here.
+    """
+    path, _search = split_local(url)
+    if base_path and (path == base_path or path.startswith(base_path + "/")):
+        path = path[len(base_path):] or "/"  # Next serves public/x at {basePath}/x
+    try:
+        decoded = strict_unquote(path)
+    except ValueError:
+        raise ImageError(400, '"url" parameter is invalid') from None
+    parts = decoded.split("/")
+    if "\x00" in decoded or "\\" in decoded or ".." in parts:
+        raise ImageError(400, NOT_ALLOWED)
+    return "/".join(p for p in parts if p)
+
+
 class Fetcher:
     """Gets originals for validated requests."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, local: "Source | None" = None) -> None:
         self._settings = settings
+        self._local = local  # a bucket (imgopt/sources) instead of the --local-root folder
         self._cfg: ImagesConfig = settings.images
         allow_private = settings.images.dangerously_allow_local_ip
         self._remote = _transport(lambda: GuardedBackend(allow_private))
@@ -278,6 +302,8 @@ class Fetcher:
 
     async def aclose(self) -> None:
         await self._remote.aclose()
+        if self._local is not None:
+            await self._local.aclose()
         if self._origin is not None:
             await self._origin.aclose()
 
@@ -286,6 +312,8 @@ class Fetcher:
             async with asyncio.timeout(self._settings.fetch_timeout):
                 if req.remote is not None:
                     return await self._fetch_remote(req.remote)
+                if self._local is not None:
+                    return await self._local.get(local_key(req.href, self._cfg.base_path), self._cfg.maximum_response_body)
                 if self._settings.local_root is not None:
                     return await asyncio.to_thread(self._read_local, req.href)
                 if self._origin is not None:
@@ -301,20 +329,9 @@ class Fetcher:
 
     def _read_local(self, url: str) -> Original:
         root = self._settings.local_root
-        assert root is not None
-        path, _search = split_local(url)
-        base = self._cfg.base_path
-        if base and (path == base or path.startswith(base + "/")):
-            path = path[len(base):] or "/"  # Next serves public/x at {basePath}/x
-        try:
-            decoded = strict_unquote(path)
-        except ValueError:
-            raise ImageError(400, '"url" parameter is invalid') from None
-        parts = decoded.split("/")
-        if "\x00" in decoded or "\\" in decoded or ".." in parts:
-            raise ImageError(400, NOT_ALLOWED)
+        assert isinstance(root, Path)
         root_real = Path(os.path.realpath(root))
-        target = Path(os.path.realpath(root_real.joinpath(*[p for p in parts if p])))
+        target = Path(os.path.realpath(root_real.joinpath(*local_key(url, self._cfg.base_path).split("/"))))
         if target != root_real and root_real not in target.parents:
             raise ImageError(400, NOT_ALLOWED)  # a symlink that leads out of the root
         limit = self._cfg.maximum_response_body

@@ -115,7 +115,8 @@ class CircuitBreaker:
     """
 
     def __init__(self, threshold: int = 3, cooldown: float = 1.0, max_cooldown: float = 5.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, name: str = "redis") -> None:
+        self.name = name  # the backend, in the log lines
         self.threshold = threshold
         self.base_cooldown = cooldown
         self.max_cooldown = max_cooldown
@@ -147,7 +148,7 @@ class CircuitBreaker:
             self._open_until = None
             self._trial = False
         if reopened:
-            log.warning("redis reachable again: shared cache back in use")
+            log.warning("%s reachable again: shared cache back in use", self.name)
 
     def failure(self, reason: str = "") -> None:
         with self._lock:
@@ -159,8 +160,8 @@ class CircuitBreaker:
                 self._cooldown = min(self._cooldown * 2, self.max_cooldown)
                 self._trial = False
                 if was_closed:
-                    log.warning("redis unreachable (%s): serving without the shared cache, retry in %.1fs",
-                                reason, cooldown)
+                    log.warning("%s unreachable (%s): serving without the shared cache, retry in %.1fs",
+                                self.name, reason, cooldown)
 
 
 def _k(key: str, part: str) -> str:

@@ -22,6 +22,8 @@ from .fetch import Fetcher, Original, b64url
 from .params import ImageRequest
 from .pool import DEADLINE, SingleFlight, WorkerPool
 from .rediscache import open_cache
+from .sources import open_source
+from .stores import open_shared
 
 log = logging.getLogger("imgopt")
 
@@ -46,9 +48,10 @@ class ImageService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pool = WorkerPool(settings.workers, settings.queue_limit, on_idle=malloc.idle_trimmer())
-        self.fetcher = Fetcher(settings)
-        # The store (disk, Redis, or both) and who produces a missing entry (here, or a replica).
-        self.store, self.coordinator = open_cache(settings)
+        self.fetcher = Fetcher(settings, open_source(settings))
+        # The store (disk, Redis or a bucket, or a local tier in front of one) and who produces a
+        # missing entry (here, or a replica).
+        self.store, self.coordinator = open_shared(settings) or open_cache(settings)
         # The hot tier is part of the cache: no cache (size 0) means none in memory either.
         no_cache = settings.cache == "disk" and settings.cache_size == 0
         self.memory = MemoryTier(0 if no_cache else settings.memory_cache_size)
