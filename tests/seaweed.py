@@ -57,6 +57,7 @@ class SeaweedFS:
             f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
             f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
             "-volume.max=100", "-master.volumeSizeLimitMB=32", "-volume.preStopSeconds=0",
+            "-master.telemetry=false",  # it would report to the internet once 10 GiB are stored
             "-filer", f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
             f"-filer.localSocket={self.tmp / 'filer.sock'}",
             "-s3", f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}", f"-s3.config={self.config}",

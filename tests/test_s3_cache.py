@@ -134,7 +134,7 @@ def test_bucket_holds_framed_entries(cluster, origin, corpus):
     path = unique_path(origin, corpus)
     r = image(cluster.replicas[1].url, origin.base_url + path, 399)
     assert r.status_code == 200
-    mine = [(k, decode_entry(v)) for k, v in cluster.objects().items() if v.endswith(r.content)]
+    mine = [(k, decode_entry(k.rsplit("/", 1)[1], v)) for k, v in cluster.objects().items() if v.endswith(r.content)]
     assert len(mine) == 1
     key, entry = mine[0]
     name = key.rsplit("/", 1)[1]
@@ -264,8 +264,8 @@ def test_store_roundtrip_and_damaged_entry_is_a_removed_miss(cluster, aws_env):
     store.set("k1", e)
     assert store.get("k1") == e and store.get("k1").is_stale()  # kept past expiry: served STALE
     raw_store = cluster.seaweed.store(BUCKET)
-    assert bytes(obstore.get(raw_store, "unit/k1/k1").bytes()) == encode_entry(e)
-    raw = encode_entry(entry(b"hello"))
+    assert bytes(obstore.get(raw_store, "unit/k1/k1").bytes()) == encode_entry("k1", e)
+    raw = encode_entry("k1", entry(b"hello"))
     obstore.put(raw_store, "unit/k1/k1", raw[:-1] + b"!")  # same length, wrong checksum
     assert store.get("k1") is None
     with pytest.raises(FileNotFoundError):

@@ -79,7 +79,7 @@ class BucketStore:
             return None
         if raw is None:
             return None
-        entry = decode_entry(raw)
+        entry = decode_entry(key, raw)
         if entry is None:  # damaged: never served, removed
             metrics.CACHE_ERRORS.labels(self.tier, "corrupt").inc()
             self.delete(key)
@@ -88,7 +88,7 @@ class BucketStore:
     def set(self, key: str, entry: Entry) -> None:
         import obstore
 
-        value = encode_entry(entry)
+        value = encode_entry(key, entry)
         try:
             self._call("set", lambda: obstore.put(self._store, self.path(key), value,
                                                   attributes={"Content-Type": "application/octet-stream"}))
