@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""AVIF libaom tune and chroma vs Next.js's settings (issue #5), paired on the same pixels.
+"""AVIF libaom tune and chroma vs Next.js's settings, paired on the same pixels.
 
 For q in --qualities: every photo of the corpus x 640/1080/1920 (libvips thumbnail), encoded with
 Next's settings (Q=round(q*5/8), effort 3, 4:4:4, libvips's default tune = iq) and with the

@@ -9,7 +9,7 @@ through), widths from 64 to 1920 and webp / avif / jpeg-or-original.
 
 After every 10 % of the requests the client drains (no request in flight), waits 0.5 s and
 samples the RSS of the server process tree. Reported: RSS after 500 (10 %) and after 5,000
-(100 %) requests, growth = rss_5000 / rss_500 - 1 (issue #5 target: < 10 %), the whole curve,
+(100 %) requests, growth = rss_5000 / rss_500 - 1 (target: < 10 %), the whole curve,
 the peak RSS, errors, and wall time. With each RSS sample, the bytes the bounded in-process caches
 hold (``imgopt_memory_bytes`` on /metrics: hot responses, resized pixels) are read too, and
 growth_net_of_caches = (rss - caches) at 5,000 / (rss - caches) at 500 - 1 is what grows besides

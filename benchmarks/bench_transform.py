@@ -6,7 +6,7 @@ Each benchmark call transforms the whole photo set (PNG output: the PNG sources)
   Next.js 16 passes to sharp (_common.NEXT_ENCODERS). No imgopt code at all.
 * ``imgopt-next``: ``imgopt.transform.process`` (type detection, animation check, header pixel
   check, shrink-on-load thumbnail, sRGB, deadline watch, encode) with ENCODERS temporarily set to
-  the same Next settings. imgopt-next / raw-next is the issue's "≤ 1.05 × raw libvips" ratio.
+  the same Next settings. imgopt-next / raw-next is the "≤ 1.05 × raw libvips" ratio.
 * ``imgopt-default``: ``process`` with imgopt's shipped ENCODERS (what the service really does).
 
 Each round runs the three back to back (rotating the order) and the ratios are taken per round

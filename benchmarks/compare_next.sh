@@ -7,7 +7,7 @@
 #   q76, new connection per request, p50/p95/p99 per pass; warm c16 10 s), plus
 #   a quality pass (every image x {640,1080,1920} x {webp,avif,jpeg} at q75: bytes + SSIM vs a
 #   high-quality reference) -> raw_vips --profile next (in-process floor) ->
-#   benchmarks/RESULTS-next.md (ratio table imgopt/Next with the targets, medians of repeats).
+#   benchmarks/RESULTS-next.md (ratio table imgopt/Next with the targets, medians of repeats).
 #
 #   make bench-next                                       # full run (REPEAT=3), ~15 min + setup
 #   OUT=/tmp/smoke.md REPEAT=1 QUALITY_WIDTHS=640 LOADGEN_ARGS="--widths 640 --warm-seconds 3" \

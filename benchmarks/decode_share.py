@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""How much of the cold pass's decoding could be shared between widths, deterministically (#5).
+"""How much of the cold pass's decoding could be shared between widths, deterministically.
 
 A resize of (original, width) may reuse another width's decode only when both decode at the
 same shrink-on-load factor, so the output never depends on which request came first: a PNG

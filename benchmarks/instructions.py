@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""imgopt's transform step vs raw libvips in instructions (valgrind callgrind), issue #5.
+"""imgopt's transform step vs raw libvips in instructions (valgrind callgrind).
 
 CPU time on this shared 2-core VM moves 5-30% between identical runs, which is larger than the
 ≤ 5% the issue allows imgopt's layers, so bench_transform.py's CPU ratio needs many quiet rounds.
@@ -16,7 +16,7 @@ work):
   the same Next settings (type detection, animation check, header pixel check, thumbnail, sRGB,
   deadline watch, encode).
 
-ratio = (imgopt - base) / (raw - base), the issue's "≤ 1.05 × raw libvips" in instructions. The
+ratio = (imgopt - base) / (raw - base), the "≤ 1.05 × raw libvips" in instructions. The
 outputs of both paths are compared byte for byte (the same settings must give the same files).
 
   python benchmarks/instructions.py                 # jpeg,webp,png x 640,1080  (~25 min)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Palette PNG settings vs Next.js's (sharp png({quality}): effort 7, dither 1.0), issue #5.
+"""Palette PNG settings vs Next.js's (sharp png({quality}): effort 7, dither 1.0).
 
 Sets: the corpus PNGs x 640/1080/1920 (the cold run's widths), the test suite's synthetic photos and graphics
 (tests/imagecorpus.py), and a smooth gradient. Bytes, encode CPU and SSIM-Y against the unquantised pixels.

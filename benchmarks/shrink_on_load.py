@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Resize-path experiment (issue #5): libvips ``thumbnail`` (imgopt's _load today) vs a sharp-style
+"""Resize-path experiment: libvips ``thumbnail`` (imgopt's _load today) vs a sharp-style
 "fast shrink-on-load" (what Next.js gets from sharp's default ``fastShrinkOnLoad: true``).
 
 libvips thumbnail leaves at least a factor of 2 for the final Lanczos3 reduce (JPEG: shrink 8

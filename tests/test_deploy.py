@@ -1,4 +1,4 @@
-"""Issue #6, packaging: the Dockerfile and deploy/kubernetes/ checked statically (no Docker or
+"""The Dockerfile and deploy/kubernetes/ checked statically (no Docker or
 cluster here), against the code they configure: env names are real `imgopt serve` options,
 values pass the CLI's own validation, ports, probes, labels and selectors line up, and the
 image's HEALTHCHECK command really reports a live server healthy.

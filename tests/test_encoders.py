@@ -1,4 +1,4 @@
-"""imgopt's encoder settings against Next.js's (issue #5), on a synthetic photo.
+"""imgopt's encoder settings against Next.js's, on a synthetic photo.
 
 The corpus-wide measurements are in benchmarks/FRONTIER.md; these tests pin the properties the
 defaults were chosen for, so a change of libvips or of ENCODERS that loses them fails here.
@@ -94,7 +94,7 @@ def test_palette_png_on_grainy_photos_is_within_the_issue_bar():
     at 640-2560 px). On grainy synthetic noise, palette quantisation is jumpy from image to image
     (effort 6 too: 0.99-1.06x Next's bytes over 12 seeds at 960x640, effort 5 0.98-1.18x, each at
     higher SSIM), so this holds the aggregate over several: bytes within 3% of Next's, mean SSIM
-    no lower, and no image below issue #5's bar (Next - 0.005). benchmarks/FRONTIER.md, session 7."""
+    no lower, and no image below the quality bar (Next - 0.005). benchmarks/FRONTIER.md."""
     ours_bytes = theirs_bytes = 0
     deltas = []
     for seed in range(1, 9):

@@ -1,4 +1,4 @@
-"""Issue #5, memory: freed memory goes back to the system when the workers go idle
+"""Freed memory goes back to the system when the workers go idle
 (imgopt/malloc.py, WorkerPool's on_idle hook), and the hook never runs under load."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue #6, observability: /metrics (Prometheus), X-Request-Id, JSON access logs, /healthz JSON."""
+"""/metrics (Prometheus), X-Request-Id, JSON access logs, /healthz JSON."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue #6: many replicas, one Redis cache, one transform per variant, Redis trouble never a 5xx.
+"""Many replicas, one Redis cache, one transform per variant, Redis trouble never a 5xx.
 
 Real processes throughout: redis-server, three `imgopt serve` replicas and nginx round-robin in
 front of them (tests/cluster.py), plus in-process checks of the store, the lock and the breaker

@@ -1,4 +1,4 @@
-"""Issue #4, item 5: cache integrity, against real imgopt processes.
+"""Cache integrity, against real imgopt processes.
 
 * No client header reaches the upstream (remote URLs and --origin) or the cache key, and the
   key uses the *negotiated* type: every Accept that negotiates the same type shares an entry.

@@ -1,4 +1,4 @@
-"""Issue #4, item 3: resource limits, against a real imgopt process and the hostile origin.
+"""Resource limits, against a real imgopt process and the hostile origin.
 
 * The input pixel limit is checked from the header, before anything is decoded: a few-KB
   40000x40000 PNG (and JPEG, GIF, TIFF equivalents) gets a 400 well under a second, and the

@@ -1,4 +1,4 @@
-"""Issue #4, item 2: ``--local-root`` never serves anything outside the root.
+"""``--local-root`` never serves anything outside the root.
 
 A real imgopt process serves a folder that sits next to a "secret" folder holding a valid
 PNG (so serving it by mistake would be a 200 with an image, not an error). Every spelling of

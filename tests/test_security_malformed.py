@@ -1,4 +1,4 @@
-"""Issue #4, item 4: malformed and hostile images never cause a 5xx, a crash or a hang.
+"""Malformed and hostile images never cause a 5xx, a crash or a hang.
 
 * The generated corpus (tests/imagecorpus.py: truncated, corrupt, polyglot, zero-byte,
   wrong-magic, CMYK, 16-bit, palette, grey+alpha, huge ICC, many EXIF, progressive,

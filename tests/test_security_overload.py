@@ -1,4 +1,4 @@
-"""Issue #4, item 6: overload and shutdown, against a real imgopt process.
+"""Overload and shutdown, against a real imgopt process.
 
 Overload: imgopt runs with ``--workers 1 --queue 2`` (3 places). First the throughput the
 pool sustains is measured with a closed loop of cache misses; then an open-loop burst at

@@ -1,4 +1,4 @@
-"""Issue #4, item 1: SSRF. With dangerouslyAllowLocalIP false nothing reaches a non-public address.
+"""SSRF. With dangerouslyAllowLocalIP false nothing reaches a non-public address.
 
 Two layers of tests:
 

@@ -208,7 +208,7 @@ def test_memory_tier_is_bounded_and_lru():
     assert off.get("k") is None and off.bytes == 0
 
 
-# -- RequestMemo (issue #5: a cache hit does not re-validate a hot URL) ------------------------
+# -- RequestMemo (a cache hit does not re-validate a hot URL) ------------------------
 
 _MEMO_QUERIES = st.one_of(
     st.sampled_from(["url=/a.jpg&w=640&q=75", "url=/a.jpg&w=640&q=75&w=1", "url=/b.png&w=1080&q=75",
