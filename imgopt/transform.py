@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from . import vipslog  # before libvips starts: see vipslog
 import pyvips
 
 from .errors import NOT_AN_IMAGE, TYPE_NOT_ALLOWED, ImageError
@@ -62,6 +63,7 @@ def configure_libvips(workers: int | None = None) -> None:
     the worker count) the threads per pipeline."""
     if workers is not None:
         set_libvips_threads(workers)
+    vipslog.install()
     pyvips.cache_set_max(0)
     pyvips.cache_set_max_mem(0)
     pyvips.operation_block_set("VipsForeignLoad", True)
@@ -497,7 +499,15 @@ def process(buf: bytes, negotiated: str, allow_svg: bool, width: int, quality: i
     `extras` carries imgopt's features beyond Next.js (imgopt/extensions.py): auto quality,
     animated re-encoding, and placeholders (JSON instead of an image). `memo` and `source_id`
     (an id of these exact original bytes) let the formats of one original share its resize.
+    libvips's messages about the image are bounded (imgopt/vipslog.py).
     """
+    with vipslog.job():
+        return _process(buf, negotiated, allow_svg, width, quality, max_input_pixels, deadline, extras, memo, source_id)
+
+
+def _process(buf: bytes, negotiated: str, allow_svg: bool, width: int, quality: int,
+             max_input_pixels: int, deadline: float, extras: Extras,
+             memo: ResizedMemo | None, source_id: str | None) -> Result:
     if extras.placeholder:
         from . import placeholder
 
