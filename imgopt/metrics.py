@@ -3,7 +3,7 @@
 Every metric is defined here, in the default ``prometheus_client`` registry (so the process,
 platform and GC collectors come along). The rest of the code hooks in with one-line calls:
 ``ObserveMiddleware`` counts requests, latency and bytes out and writes the access log;
-``tracked_fetch`` counts upstream errors by kind and bytes in; ``timed_transform`` times the
+``tracked_fetch`` counts upstream errors by kind and bytes in; ``observe_transform`` times the
 transform by output format; ``bind_pool`` exposes the worker pool's queue depth and in-flight
 work, ``bind_memory`` the bytes the in-process caches hold; the cache stores count lookups by tier.
 """
@@ -58,6 +58,11 @@ POOL_QUEUED = Gauge("imgopt_pool_queue_depth", "Misses admitted but not on a wor
 POOL_CAPACITY = Gauge("imgopt_pool_capacity", "Workers plus queue places; more concurrent misses get 503")
 POOL_IDLE_RUNS = Gauge("imgopt_pool_idle_releases", "Times the workers had been idle for 0.2 s and freed memory "
                        "was given back to the system (glibc malloc_trim)")
+WORKER_RESTARTS = Gauge("imgopt_worker_restarts", "Worker processes replaced since start, by reason (recycled: after "
+                        "--worker-max-jobs or --worker-max-rss; killed: a job past its deadline; crashed: died in a job)",
+                        ["reason"])
+WORKER_PID = Gauge("imgopt_worker_pid", "Process id of each worker slot's current process (0 while none)", ["slot"])
+WORKER_RSS = Gauge("imgopt_worker_rss_bytes", "Resident memory of each worker process after its last job", ["slot"])
 MEMORY_BYTES = Gauge("imgopt_memory_bytes", "Bytes held by the bounded in-process caches, by cache (responses: the "
                      "hot-entry tier, --memory-cache-size; resized: resized pixels, --resized-cache-size)", ["cache"])
 MEMORY_LIMIT = Gauge("imgopt_memory_limit_bytes", "The bound of each in-process cache", ["cache"])
@@ -77,6 +82,12 @@ def bind_pool(pool: Any) -> None:
     POOL_QUEUED.set_function(lambda: max(0, pool.admitted - pool.running))
     POOL_CAPACITY.set_function(lambda: pool.capacity)
     POOL_IDLE_RUNS.set_function(lambda: pool.idle_runs)
+    if getattr(pool, "isolation", "thread") == "process":
+        for reason in ("recycled", "killed", "crashed"):
+            WORKER_RESTARTS.labels(reason).set_function(lambda reason=reason: getattr(pool, reason))
+        for i in range(pool.workers):
+            WORKER_PID.labels(str(i)).set_function(lambda i=i: pool.pids()[i] or 0)
+            WORKER_RSS.labels(str(i)).set_function(lambda i=i: pool.rss()[i])
 
 
 def bind_memory(caches: dict[str, Any]) -> None:
@@ -98,16 +109,13 @@ def short_format(mime: str) -> str:
     return sub if re.fullmatch(r"[a-z0-9.-]{1,16}", sub) else "other"
 
 
-def timed_transform(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn(*args)`` (transform.process, on a worker thread) and time it by output format."""
-    start = time.perf_counter()
-    try:
-        result = fn(*args)
-    except BaseException:
+def observe_transform(result: Any, seconds: float) -> None:
+    """A job finished on a worker (thread or process): its time by output format, or an error
+    (result None: a timeout, a decoder limit, a crashed worker)."""
+    if result is None:
         TRANSFORM_ERRORS.inc()
-        raise
-    TRANSFORM.labels(short_format(result.mime), result.kind).observe(time.perf_counter() - start)
-    return result
+    else:
+        TRANSFORM.labels(short_format(result.mime), result.kind).observe(seconds)
 
 
 def upstream_error_kind(e: ImageError) -> str:

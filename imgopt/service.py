@@ -19,7 +19,8 @@ from .config import Settings
 from .errors import ImageError
 from .fetch import Fetcher, Original, b64url
 from .params import ImageRequest
-from .pool import DEADLINE, SingleFlight, WorkerPool
+from .pool import DEADLINE, MEMO, SingleFlight, WorkerPool
+from .workers import MemoStats, ProcessPool, WorkerCrashed
 
 log = logging.getLogger("imgopt")
 
@@ -40,14 +41,27 @@ def quoted(tag: str) -> str:
 class ImageService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.pool = WorkerPool(settings.workers, settings.queue_limit, on_idle=malloc.idle_trimmer())
+        self.pool: WorkerPool | ProcessPool
+        self.resized: transform.ResizedMemo | MemoStats
+        if settings.isolation == "thread":
+            self.resized = transform.ResizedMemo(settings.resized_cache_size)
+            self.pool = WorkerPool(settings.workers, settings.queue_limit, on_idle=malloc.idle_trimmer(),
+                                   memo=self.resized, observe=metrics.observe_transform)
+        else:
+            self.pool = ProcessPool(
+                settings.workers, settings.queue_limit, max_jobs=settings.worker_max_jobs,
+                max_rss=settings.worker_max_rss, memo_bytes=settings.resized_cache_size,
+                trim=malloc.idle_trimmer() is not None, observe=metrics.observe_transform,
+                log_level=logging.getLogger().getEffectiveLevel(),
+                libvips_threads=transform.libvips_threads(settings.workers),
+            )
+            self.resized = self.pool.memo
         self.fetcher = Fetcher(settings)
         # The store (disk, Redis, or both) and who produces a missing entry (here, or a replica).
         self.store, self.coordinator = open_cache(settings)
         # The hot tier is part of the cache: no cache (size 0) means none in memory either.
         no_cache = settings.cache == "disk" and settings.cache_size == 0
         self.memory = MemoryTier(0 if no_cache else settings.memory_cache_size)
-        self.resized = transform.ResizedMemo(settings.resized_cache_size)
         self._flights: SingleFlight[Entry] = SingleFlight()
 
     async def aclose(self) -> None:
@@ -100,14 +114,18 @@ class ImageService:
                 try:
                     # Issue #4: the deadline (and the pool's backstop) start when a worker
                     # picks the job up, so time spent queued is not taken from the transform.
+                    source_id = _source_id(req, original)
                     result = await self.pool.run(
-                        metrics.timed_transform, transform.process, original.body, req.mime, cfg.dangerously_allow_svg,
+                        transform.process, original.body, req.mime, cfg.dangerously_allow_svg,
                         req.width, req.quality, s.max_input_pixels, DEADLINE,
-                        extensions.for_request(cfg, req), self.resized, _source_id(req, original),
-                        timeout=s.transform_timeout,
+                        extensions.for_request(cfg, req), MEMO, source_id,
+                        timeout=s.transform_timeout, key=None if source_id is None else (source_id, req.width),
                     )
                 except (transform.TransformTimeout, TimeoutError):
                     raise ImageError(504, "The image transform timed out") from None
+                except WorkerCrashed as e:
+                    log.error("the image worker crashed while processing %s (%s)", req.href, e)
+                    raise ImageError(500, "The image worker crashed while processing this image") from None
                 if result.kind == "optimized":
                     etag = quoted(b64url(hashlib.sha256(result.body).digest()))
                 else:

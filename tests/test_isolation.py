@@ -3,11 +3,15 @@ image (imgopt/vipslog.py), and image work runs in supervised worker processes (i
 
 from __future__ import annotations
 
+import signal
 import struct
+import threading
+import time
 import zlib
 from pathlib import Path
 
 import httpx
+import pytest
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -49,3 +53,153 @@ def test_a_png_chunk_flood_logs_a_bounded_number_of_lines(make_server, tmp_path)
     assert srv.get("/plain.png", 64, 75).status_code == 200
     plain_lines = log_lines(srv.log_path)[before:]
     assert not [line for line in plain_lines if "VIPS" in line or "pyvips" in line], plain_lines
+
+
+# -- worker processes ------------------------------------------------------------------------
+# The worker's test hooks (imgopt/workers.py, only with IMGOPT_TEST_HOOKS=1) act on markers in
+# an original's bytes: a tEXt chunk keeps the PNG valid.
+
+HOOKS = {"IMGOPT_TEST_HOOKS": "1"}
+
+
+def marked(text: str) -> bytes:
+    return png(32, 32, _chunk(b"tEXt", b"Comment\x00" + text.encode()))
+
+
+def metric(srv, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = httpx.get(srv.url + "/metrics", timeout=10).text
+    total = 0.0
+    for family in text_string_to_metric_families(body):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total
+
+
+def wait_for(predicate, what: str, timeout: float = 30.0) -> None:
+    """Poll a state of the server (not a guess at how long something takes)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def worker_pids(srv) -> set[int]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = httpx.get(srv.url + "/metrics", timeout=10).text
+    return {int(s.value) for f in text_string_to_metric_families(body) for s in f.samples
+            if s.name == "imgopt_worker_pid" and s.value}
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def in_background(fn):
+    out: list = []
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except httpx.HTTPError as e:  # the server went away (a test that kills it)
+            out.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, out
+
+
+@pytest.fixture
+def images(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    for n in range(6):
+        (root / f"plain{n}.png").write_bytes(png(40 + n, 40))
+    return root
+
+
+def test_a_job_hanging_in_native_code_is_killed_at_its_deadline(make_server, images):
+    (images / "hang.png").write_bytes(marked("IMGOPT-TEST-HANG"))
+    srv = make_server(None, "--local-root", str(images), "--workers", "1", "--transform-timeout", "1", env=HOOKS)
+    before = worker_pids(srv)
+    r = srv.get("/hang.png", 64, 75)
+    assert r.status_code == 504 and "timed out" in r.text
+    assert metric(srv, "imgopt_worker_restarts", reason="killed") == 1
+    wait_for(lambda: worker_pids(srv) and worker_pids(srv) != before, "a new worker")
+    assert not any(alive(p) for p in before)  # the hung process is gone, not left running
+    ok = srv.get("/plain0.png", 64, 75)
+    assert ok.status_code == 200 and ok.headers["content-type"] == "image/webp"
+
+
+def test_a_crashing_worker_fails_only_its_own_request(make_server, images, tmp_path):
+    release = tmp_path / "release"
+    (images / "crash.png").write_bytes(marked("IMGOPT-TEST-CRASH"))
+    (images / "held.png").write_bytes(marked(f"IMGOPT-TEST-WAIT:{release};"))
+    srv = make_server(None, "--local-root", str(images), "--workers", "2", env=HOOKS)
+    held, held_out = in_background(lambda: srv.get("/held.png", 64, 75))
+    wait_for(lambda: metric(srv, "imgopt_pool_running") == 1, "the held job on a worker")
+
+    crashed = srv.get("/crash.png", 64, 75)
+    assert crashed.status_code == 500
+    assert crashed.text == "The image worker crashed while processing this image"
+    assert metric(srv, "imgopt_worker_restarts", reason="crashed") == 1
+    # while the other worker still holds its job, the service goes on (on a replacement worker)
+    for n in range(3):
+        r = srv.get(f"/plain{n}.png", 64, 75)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/webp"
+    assert held.is_alive()
+    release.write_bytes(b"")
+    held.join(30)
+    assert held_out and held_out[0].status_code == 200
+    assert held_out[0].headers["content-type"] == "image/webp"
+    assert "crashed while processing" in srv.log_path.read_text()
+
+
+def test_workers_are_replaced_after_max_jobs(make_server, images):
+    srv = make_server(None, "--local-root", str(images), "--workers", "1", "--worker-max-jobs", "2")
+    (first,) = worker_pids(srv)
+    for n in range(2):
+        assert srv.get(f"/plain{n}.png", 64, 75).status_code == 200
+    wait_for(lambda: metric(srv, "imgopt_worker_restarts", reason="recycled") == 1, "a recycled worker")
+    wait_for(lambda: worker_pids(srv) and worker_pids(srv) != {first}, "the new worker's pid")
+    (second,) = worker_pids(srv)
+    assert not alive(first)
+    assert srv.get("/plain2.png", 64, 75).status_code == 200
+    assert worker_pids(srv) == {second}  # one job on the new worker: no recycling yet
+    assert metric(srv, "imgopt_worker_restarts", reason="killed") == 0
+    assert metric(srv, "imgopt_worker_restarts", reason="crashed") == 0
+
+
+def test_sigterm_drains_the_job_in_flight_and_stops_the_workers(make_server, images, tmp_path):
+    release = tmp_path / "release"
+    (images / "held.png").write_bytes(marked(f"IMGOPT-TEST-WAIT:{release};"))
+    srv = make_server(None, "--local-root", str(images), "--workers", "2", env=HOOKS)
+    pids = worker_pids(srv)
+    assert len(pids) == 2 and all(alive(p) for p in pids)
+    held, held_out = in_background(lambda: srv.get("/held.png", 64, 75))
+    wait_for(lambda: metric(srv, "imgopt_pool_running") == 1, "the held job on a worker")
+    srv.proc.send_signal(signal.SIGTERM)
+    release.write_bytes(b"")
+    held.join(30)
+    assert held_out and held_out[0].status_code == 200
+    assert srv.proc.wait(30) == 0
+    assert not any(alive(p) for p in pids)
+
+
+def test_workers_die_with_the_server(make_server, images):
+    (images / "hang.png").write_bytes(marked("IMGOPT-TEST-HANG"))
+    srv = make_server(None, "--local-root", str(images), "--workers", "2", "--transform-timeout", "60", env=HOOKS)
+    pids = worker_pids(srv)
+    busy, _ = in_background(lambda: srv.get("/hang.png", 64, 75))
+    wait_for(lambda: metric(srv, "imgopt_pool_running") == 1, "the hanging job on a worker")
+    srv.proc.kill()
+    srv.proc.wait(30)
+    wait_for(lambda: not any(alive(p) for p in pids), "the workers to exit with the server")

@@ -95,7 +95,8 @@ def test_metrics_show_the_bytes_the_in_process_caches_hold(make_server, origin):
     operator can tell bounded cache memory from anything else in the RSS."""
     from PIL import Image
 
-    srv = make_server(PROFILE_C, "--memory-cache-size", "1M", "--resized-cache-size", "4M")
+    # --workers 2: each worker process keeps its own share of the memo (imgopt/workers.py)
+    srv = make_server(PROFILE_C, "--memory-cache-size", "1M", "--resized-cache-size", "4M", "--workers", "2")
     empty = scrape(srv.url)
     assert sample_sum(empty, "imgopt_resized_lookups", result="hit") == 0
     assert sample_sum(empty, "imgopt_resized_lookups", result="miss") == 0
