@@ -2,7 +2,7 @@
 the server process (``--isolation thread``), measured in the same run.
 
 A real ``imgopt serve`` with no response cache (every request is a cold transform) gets the same
-job list in each mode: the test corpus (tests/imagecorpus.py) x widths x Accept (AVIF, WebP, the
+job list in each mode: the test corpus (tests/imagecorpus.py) and two camera-sized originals x widths x Accept (AVIF, WebP, the
 original type), from ``--clients`` concurrent clients. CPU is read from /proc: the server's
 utime+stime, plus its reaped children's (workers that were replaced) and its live children's
 (the workers), before and after the jobs; so worker start-up at server start is excluded but
@@ -36,10 +36,23 @@ sys.path.insert(0, str(ROOT / "tests"))
 from imagecorpus import build_corpus  # noqa: E402
 
 IMAGES = ["test.jpg", "large.jpg", "mountains.jpg", "progressive.jpg", "cmyk.jpg", "test.png", "alpha.png",
-          "palette.png", "test.webp"]
+          "palette.png", "test.webp", "big.jpg", "big.png"]
 WIDTHS = [640, 1080]
 ACCEPTS = ["image/avif,image/webp,*/*", "image/webp,*/*", "*/*"]
 TICK = os.sysconf("SC_CLK_TCK")
+
+
+def build_big(root: Path) -> None:
+    """Two camera-sized originals (a 4000x3000 JPEG of ~4 MB, a 2000x1500 PNG of ~5 MB), so the
+    cost of moving originals between processes is in the measurement."""
+    import pyvips
+
+    noise = pyvips.Image.gaussnoise(4000, 3000, sigma=40).gaussblur(1.5)
+    grad = pyvips.Image.xyz(4000, 3000)
+    img = (noise + grad[0] * 0.03).bandjoin([noise.rot180() + grad[1] * 0.05, noise.fliphor() + 60])
+    img = img.cast("uchar").copy(interpretation="srgb")
+    img.jpegsave(str(root / "big.jpg"), Q=92)
+    img.crop(0, 0, 2000, 1500).pngsave(str(root / "big.png"), compression=3)
 
 
 def _stat(pid: int) -> list[str]:
@@ -90,7 +103,13 @@ def run_mode(mode: str, root: Path, clients: int, workers: int, log: Path) -> tu
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError(f"server did not start ({log})")
             time.sleep(0.1)
-        time.sleep(1.0)  # the workers finish starting (their start-up is not counted)
+        while mode == "process" and not any(  # the workers' start-up is not counted
+                line.startswith("imgopt_workers_ready ") and float(line.split()[-1]) >= workers
+                for line in httpx.get(base + "/metrics", timeout=10).text.splitlines()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the workers did not start")
+            time.sleep(0.1)
+        time.sleep(0.5)
         jobs = [(img, w, acc) for img in IMAGES for w in WIDTHS for acc in ACCEPTS]
         before = tree_cpu(proc.pid)
         t0 = time.monotonic()
@@ -106,6 +125,10 @@ def run_mode(mode: str, root: Path, clients: int, workers: int, log: Path) -> tu
             codes = list(ex.map(one, jobs))
         wall = time.monotonic() - t0
         cpu = tree_cpu(proc.pid) - before
+        metrics = httpx.get(base + "/metrics", timeout=10).text
+        hits = next((float(line.split()[-1]) for line in metrics.splitlines()
+                     if line.startswith('imgopt_resized_lookups{result="hit"}')), 0.0)
+        print(f"  {mode}: resized-memo hits {hits:.0f}", flush=True)
         bad = [c for c in codes if c != 200]
         if bad:
             raise RuntimeError(f"{mode}: {len(bad)} non-200 answers: {sorted(set(bad))}")
@@ -124,6 +147,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="imgopt-bench-iso-corpus-") as tmp:
         root = Path(tmp)
         build_corpus(root)
+        build_big(root)
+        print(f"originals: {', '.join(f'{n} {(root / n).stat().st_size >> 10} KiB' for n in IMAGES)}")
         log = root / "server.log"
         per_image: dict[str, list[float]] = {"thread": [], "process": []}
         for r in range(a.rounds):

@@ -61,6 +61,7 @@ POOL_IDLE_RUNS = Gauge("imgopt_pool_idle_releases", "Times the workers had been 
 WORKER_RESTARTS = Gauge("imgopt_worker_restarts", "Worker processes replaced since start, by reason (recycled: after "
                         "--worker-max-jobs or --worker-max-rss; killed: a job past its deadline; crashed: died in a job)",
                         ["reason"])
+WORKERS_READY = Gauge("imgopt_workers_ready", "Worker processes started and ready for jobs")
 WORKER_PID = Gauge("imgopt_worker_pid", "Process id of each worker slot's current process (0 while none)", ["slot"])
 WORKER_RSS = Gauge("imgopt_worker_rss_bytes", "Resident memory of each worker process after its last job", ["slot"])
 MEMORY_BYTES = Gauge("imgopt_memory_bytes", "Bytes held by the bounded in-process caches, by cache (responses: the "
@@ -83,6 +84,7 @@ def bind_pool(pool: Any) -> None:
     POOL_CAPACITY.set_function(lambda: pool.capacity)
     POOL_IDLE_RUNS.set_function(lambda: pool.idle_runs)
     if getattr(pool, "isolation", "thread") == "process":
+        WORKERS_READY.set_function(lambda: pool.ready)
         for reason in ("recycled", "killed", "crashed"):
             WORKER_RESTARTS.labels(reason).set_function(lambda reason=reason: getattr(pool, reason))
         for i in range(pool.workers):

@@ -158,10 +158,7 @@ class _Slot:
     # -- on the supervising thread ---------------------------------------------------------
 
     def _serve(self) -> None:
-        try:
-            self._spawn()
-        except OSError as e:
-            log.error("image worker %d could not start: %s", self.index, e)
+        self._respawn()
         while True:
             with self.wake:
                 while not self.tasks:
@@ -175,7 +172,13 @@ class _Slot:
                 continue
             assert isinstance(task, _Task)
             self._after = None
-            outcome = self._run(task)
+            try:
+                outcome = self._run(task)
+            except Exception as e:  # noqa: BLE001 - a bug here must not end the slot
+                log.exception("image worker %d: unexpected error", self.index)
+                self._discard(kill=True)
+                self._after = self._respawn
+                outcome = ("error", WorkerCrashed(f"{type(e).__name__}: {e}"), 0.0)
             _call_soon(task.loop, self.pool._finish, self, task, outcome)
             if self._after is not None:  # a replacement, once the caller has its answer
                 self._after()
@@ -286,9 +289,11 @@ class _Slot:
         self._respawn()
 
     def _respawn(self) -> None:
+        """A new worker, ready before the slot takes its next job (no job waits for the start)."""
         try:
             self._spawn()
-        except OSError as e:  # tried again at the next job
+            self._ensure_ready()
+        except (OSError, WorkerCrashed) as e:  # tried again at the next job
             log.error("image worker %d could not start: %s", self.index, e)
 
     def _trim(self) -> None:
@@ -501,6 +506,11 @@ class ProcessPool:
     def rss(self) -> list[int]:
         return [s.rss for s in self._slots]
 
+    @property
+    def ready(self) -> int:
+        """Workers started and waiting for a job (or running one)."""
+        return sum(1 for s in self._slots if s.ready)
+
     def health(self) -> dict[str, Any]:
         return {"isolation": self.isolation, "workers": self.workers, "pids": self.pids(),
                 "restarts": {"recycled": self.recycled, "killed": self.killed, "crashed": self.crashed}}
@@ -567,7 +577,10 @@ def _test_hooks(args: tuple[Any, ...]) -> None:
 
 def worker_main(fd: int, parent: int) -> None:
     _die_with_parent(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the server decides
+    # Ctrl-C, or a service manager's SIGTERM to the whole group, reaches the workers too: the
+    # server decides when they stop (after draining), and PR_SET_PDEATHSIG ends them with it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from . import malloc
 
     malloc.tune()
@@ -611,6 +624,10 @@ def worker_main(fd: int, parent: int) -> None:
             status, value = "ok", result
         except Exception as e:  # noqa: BLE001 - sent to the server, which raises it there
             status, value = "error", e
+            try:
+                pickle.loads(pickle.dumps(e))
+            except Exception:  # noqa: BLE001 - one that does not cross intact: its text does
+                value = RuntimeError(f"{type(e).__name__}: {e}")
         stats = {"seconds": time.perf_counter() - begin, "rss": _rss(), "memo": (memo.hits, memo.misses, memo.bytes)}
         out: list[Any] = []
         if status == "ok":

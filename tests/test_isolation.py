@@ -34,12 +34,13 @@ def log_lines(path: Path) -> list[str]:
     return path.read_text(errors="replace").splitlines()
 
 
-def test_a_png_chunk_flood_logs_a_bounded_number_of_lines(make_server, tmp_path):
+@pytest.mark.parametrize("isolation", ["process", "thread"])
+def test_a_png_chunk_flood_logs_a_bounded_number_of_lines(make_server, tmp_path, isolation):
     root = tmp_path / "images"
     root.mkdir()
     (root / "flood.png").write_bytes(text_flood())
     (root / "plain.png").write_bytes(png(64, 64))
-    srv = make_server(None, "--local-root", str(root), "--transform-timeout", "60")
+    srv = make_server(None, "--local-root", str(root), "--transform-timeout", "60", "--isolation", isolation)
     before = len(log_lines(srv.log_path))
     r = srv.get("/flood.png", 64, 75)
     assert r.status_code == 200, r.text
