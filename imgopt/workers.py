@@ -38,6 +38,7 @@ import os
 import pickle
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -53,7 +54,8 @@ log = logging.getLogger("imgopt")
 GRACE = 1.0  # seconds past a job's deadline before its worker is killed
 START_TIMEOUT = 60.0  # seconds a new worker may take to be ready
 _INLINE = 64 << 10  # larger bytes go as their own frame, not inside the pickle
-_AFFINITY_KEYS = 64  # recent memo keys remembered per worker
+_AFFINITY_KEYS = 64
+_SOCKET_BUFFER = 4 << 20  # recent memo keys remembered per worker
 
 
 class WorkerCrashed(Exception):
@@ -78,8 +80,33 @@ def _send(conn: Connection, head: tuple[Any, ...], frames: list[Any]) -> None:
 
 
 def _recv(conn: Connection) -> tuple[Any, list[bytes]]:
+    """A message and its frames. A frame is read with one recv(MSG_WAITALL) into a bytes object
+    of its size: one copy (Connection.recv_bytes makes three: the reads, a BytesIO, its value)."""
     count, head = pickle.loads(conn.recv_bytes())
-    return head, [conn.recv_bytes() for _ in range(count)]
+    return head, [_read_frame(conn.fileno()) for _ in range(count)]
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = sock.recv(size, socket.MSG_WAITALL)
+    while len(data) < size:  # a signal cut the wait short
+        more = sock.recv(size - len(data), socket.MSG_WAITALL)
+        if not more:
+            raise EOFError
+        data += more
+    return data
+
+
+def _read_frame(fd: int) -> bytes:
+    """One message in multiprocessing.connection's framing (a 4-byte big-endian length, or -1
+    and an 8-byte one)."""
+    sock = socket.socket(fileno=fd)
+    try:
+        (size,) = struct.unpack("!i", _read_exactly(sock, 4))
+        if size == -1:
+            (size,) = struct.unpack("!Q", _read_exactly(sock, 8))
+        return _read_exactly(sock, size) if size else b""
+    finally:
+        sock.detach()  # the fd stays the Connection's
 
 
 def _pack_args(args: tuple[Any, ...]) -> tuple[tuple[Any, ...], list[Any]]:
@@ -185,6 +212,9 @@ class _Slot:
 
     def _spawn(self) -> None:
         parent, child = socket.socketpair()
+        for sock in (parent, child):  # fewer, larger reads and writes for the big frames
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
         try:
             cmd = [sys.executable, "-m", "imgopt.workers", str(child.fileno()), str(os.getpid())]
             self.proc = subprocess.Popen(cmd, pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
@@ -265,10 +295,11 @@ class _Slot:
             while len(self.keys) > _AFFINITY_KEYS:
                 self.keys.popitem(last=False)
         if status == "ok":
-            if isinstance(value.body, _SameAsInput):
+            body = getattr(value, "body", None)
+            if isinstance(body, _SameAsInput):
                 value = dataclasses.replace(value, body=next(a for a in task.args if isinstance(a, (bytes, bytearray))))
-            else:
-                value = dataclasses.replace(value, body=_unpack(value.body, frames))
+            elif isinstance(body, _Frame):
+                value = dataclasses.replace(value, body=_unpack(body, frames))
             seconds = stats["seconds"]
         self.rss = stats["rss"]
         self._after = self._maybe_recycle
@@ -632,7 +663,7 @@ def worker_main(fd: int, parent: int) -> None:
         out: list[Any] = []
         if status == "ok":
             body = getattr(value, "body", None)
-            if isinstance(body, (bytes, bytearray)):
+            if isinstance(body, (bytes, bytearray)) and dataclasses.is_dataclass(value):
                 if any(body is a for a in args):
                     value = dataclasses.replace(value, body=_SameAsInput())
                 elif len(body) > _INLINE:
