@@ -218,7 +218,7 @@ class _Slot:
         try:
             cmd = [sys.executable, "-m", "imgopt.workers", str(child.fileno()), str(os.getpid())]
             self.proc = subprocess.Popen(cmd, pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
-                                         close_fds=True)
+                                         close_fds=True, env=_worker_env())
         except BaseException:
             parent.close()
             raise
@@ -380,6 +380,14 @@ class _Slot:
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
+
+
+def _worker_env() -> dict[str, str]:
+    """The server's environment, with this copy of imgopt first on the path (the server may
+    have been started from a launcher that put it on sys.path, not in PYTHONPATH)."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": here + (os.pathsep + path if path else "")}
 
 
 def _exit_reason(code: int | None) -> str:

@@ -249,3 +249,32 @@ def test_workers_die_with_the_server(make_server, images):
     srv.proc.kill()
     srv.proc.wait(30)
     wait_for(lambda: not any(alive(p) for p in pids), "the workers to exit with the server")
+
+
+def test_mixed_hostile_and_normal_traffic_costs_only_the_culprits(make_server, images):
+    """Crashing, hanging and flooding originals among normal ones, from 4 clients at once: every
+    normal request gets its image, the crashes 500 and the hangs 504, and the service stays up."""
+    (images / "crash.png").write_bytes(marked("IMGOPT-TEST-CRASH"))
+    (images / "hang.png").write_bytes(marked("IMGOPT-TEST-HANG"))
+    (images / "flood.png").write_bytes(text_flood(100_000))
+    srv = make_server(None, "--local-root", str(images), "--workers", "2", "--queue", "16",
+                      "--transform-timeout", "1", env=HOOKS)
+    normal = [(f"/plain{n}.png", w) for n in range(6) for w in (64, 96, 128)]
+    hostile = [("/crash.png", 64), ("/hang.png", 64), ("/flood.png", 64), ("/crash.png", 96), ("/hang.png", 96)]
+    jobs = normal[:6] + hostile[:2] + normal[6:12] + hostile[2:] + normal[12:]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as ex:
+        answers = list(ex.map(lambda job: (job, srv.get(job[0], job[1], 75)), jobs))
+    for (path, w), r in answers:
+        if "crash" in path:
+            assert r.status_code == 500, (path, r.status_code, r.text)
+        elif "hang" in path:
+            assert r.status_code == 504, (path, r.status_code, r.text)
+        else:
+            assert r.status_code == 200, (path, w, r.status_code, r.text)
+            assert r.headers["content-type"] == "image/webp"
+    assert metric(srv, "imgopt_worker_restarts", reason="crashed") >= 1
+    assert metric(srv, "imgopt_worker_restarts", reason="killed") >= 1
+    assert httpx.get(srv.url + "/healthz", timeout=5).status_code == 200
+    assert srv.get("/plain0.png", 256, 75).status_code == 200
