@@ -10,8 +10,9 @@ replacements during the run count. Modes alternate over ``--rounds`` rounds, eac
 server. Prints CPU ms per image per mode and the ratio process/thread.
 
     .venv/bin/python benchmarks/bench_isolation.py --rounds 2
+    .venv/bin/python benchmarks/bench_isolation.py --ipc   # the boundary alone, per job
 
-(~1-2 minutes on 2 cores). Not a pytest file: no test functions.
+(~1 minute on 2 cores). Not a pytest file: no test functions.
 """
 
 from __future__ import annotations
@@ -138,12 +139,45 @@ def run_mode(mode: str, root: Path, clients: int, workers: int, log: Path) -> tu
         proc.wait(60)
 
 
+def ipc_cost() -> None:
+    """Per-job cost of the worker boundary alone: ``len`` of an original of each size run in a
+    worker process, CPU of this process and the worker per job."""
+    import asyncio
+
+    sys.path.insert(0, str(ROOT))
+    from imgopt.workers import ProcessPool
+
+    async def run() -> None:
+        pool = ProcessPool(1, 0, trim=False, max_jobs=0)
+        while not pool.ready:
+            await asyncio.sleep(0.05)
+        (pid,) = pool.pids()
+        for size in (1000, 1 << 20, 7 << 20):
+            buf = os.urandom(size)
+            await pool.run(len, buf, timeout=10)
+            n = 200
+            c0 = sum(os.times()[:2]) + sum(int(x) for x in _stat(pid)[11:13]) / TICK
+            t0 = time.perf_counter()
+            for _ in range(n):
+                await pool.run(len, buf, timeout=10)
+            wall = time.perf_counter() - t0
+            cpu = sum(os.times()[:2]) + sum(int(x) for x in _stat(pid)[11:13]) / TICK - c0
+            print(f"boundary, {size:>8} B original: {wall / n * 1000:.2f} ms wall, {cpu / n * 1000:.2f} ms CPU per job")
+        pool.shutdown()
+
+    asyncio.run(run())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--ipc", action="store_true", help="only the cost of the process boundary per job")
     a = ap.parse_args()
+    if a.ipc:
+        ipc_cost()
+        return 0
     with tempfile.TemporaryDirectory(prefix="imgopt-bench-iso-corpus-") as tmp:
         root = Path(tmp)
         build_corpus(root)

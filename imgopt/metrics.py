@@ -53,8 +53,8 @@ LOCKS = Counter("imgopt_cluster_locks", "Cross-replica single flight: how each m
                 "(acquired, waited, takeover, busy, error_shared, timeout, unavailable)", ["result"])
 
 POOL_ADMITTED = Gauge("imgopt_pool_admitted", "Misses in progress: running or queued for a worker")
-POOL_RUNNING = Gauge("imgopt_pool_running", "Transforms running on a worker thread now (in flight)")
-POOL_QUEUED = Gauge("imgopt_pool_queue_depth", "Misses admitted but not on a worker thread (fetching or waiting)")
+POOL_RUNNING = Gauge("imgopt_pool_running", "Transforms running on a worker now (in flight)")
+POOL_QUEUED = Gauge("imgopt_pool_queue_depth", "Misses admitted but not on a worker (fetching or waiting)")
 POOL_CAPACITY = Gauge("imgopt_pool_capacity", "Workers plus queue places; more concurrent misses get 503")
 POOL_IDLE_RUNS = Gauge("imgopt_pool_idle_releases", "Times the workers had been idle for 0.2 s and freed memory "
                        "was given back to the system (glibc malloc_trim)")

@@ -126,7 +126,7 @@ def placeholder(buf: bytes, max_input_pixels: int = VIPS_MAX_COORD**2) -> dict[s
 
 
 def process(buf: bytes, allow_svg: bool, max_input_pixels: int, deadline: float) -> Result:
-    """The placeholder step for one original (runs on a worker thread)."""
+    """The placeholder step for one original (runs on a worker process or thread)."""
     source = detect_type(buf)
     if source is None or not source.startswith("image/"):
         raise ImageError(400, NOT_AN_IMAGE)

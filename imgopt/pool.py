@@ -1,5 +1,8 @@
 """Bounded workers: libvips runs off the event loop, and surplus work is refused at once.
 
+``WorkerPool`` runs jobs on threads of the server (``--isolation thread``); the default is
+worker processes, imgopt/workers.py's ``ProcessPool``, with the same interface.
+
 ``WorkerPool.admit()`` reserves one of ``workers + queue`` places for a whole miss (fetch and
 transform); when none is free it raises a 503 with Retry-After instead of growing a queue.
 ``SingleFlight`` makes concurrent requests for one cache key share one piece of work. An
