@@ -8,6 +8,7 @@ once while one background refresh runs, and a failed refresh leaves the stale en
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import logging
 import time
@@ -23,6 +24,11 @@ from .pool import DEADLINE, MEMO, SingleFlight, WorkerPool
 from .workers import MemoStats, ProcessPool, WorkerCrashed
 
 log = logging.getLogger("imgopt")
+
+CRASHED = "The image worker crashed while processing this image"
+# How long, and for how many originals, a crash is remembered (answered at once with 500).
+CRASH_MEMORY_SECONDS = 300.0
+CRASH_MEMORY_ENTRIES = 1024
 
 # Seconds between the first STALE answer for a key and the start of its background refresh.
 REFRESH_DELAY = 0.15
@@ -63,6 +69,9 @@ class ImageService:
         no_cache = settings.cache == "disk" and settings.cache_size == 0
         self.memory = MemoryTier(0 if no_cache else settings.memory_cache_size)
         self._flights: SingleFlight[Entry] = SingleFlight()
+        # Originals that crashed a worker: asked for again soon, they get the same 500 at once
+        # instead of taking down (and restarting) another worker each time.
+        self._crashed: collections.OrderedDict[str, float] = collections.OrderedDict()
 
     async def aclose(self) -> None:
         await self._flights.drain()
@@ -115,6 +124,9 @@ class ImageService:
                     # Issue #4: the deadline (and the pool's backstop) start when a worker
                     # picks the job up, so time spent queued is not taken from the transform.
                     source_id = _source_id(req, original)
+                    fingerprint = f"{req.href}\x00{len(original.body)}\x00{original.etag}"
+                    if self._crashed_recently(fingerprint):
+                        raise ImageError(500, CRASHED)
                     result = await self.pool.run(
                         transform.process, original.body, req.mime, cfg.dangerously_allow_svg,
                         req.width, req.quality, s.max_input_pixels, DEADLINE,
@@ -125,7 +137,10 @@ class ImageService:
                     raise ImageError(504, "The image transform timed out") from None
                 except WorkerCrashed as e:
                     log.error("the image worker crashed while processing %s (%s)", req.href, e)
-                    raise ImageError(500, "The image worker crashed while processing this image") from None
+                    self._crashed[fingerprint] = time.monotonic() + CRASH_MEMORY_SECONDS
+                    while len(self._crashed) > CRASH_MEMORY_ENTRIES:
+                        self._crashed.popitem(last=False)
+                    raise ImageError(500, CRASHED) from None
                 if result.kind == "optimized":
                     etag = quoted(b64url(hashlib.sha256(result.body).digest()))
                 else:
@@ -140,6 +155,16 @@ class ImageService:
         except Exception as e:  # a full or broken cache must not fail the request
             log.error("cache write failed for %s: %s", req.href, e)
         return entry
+
+
+    def _crashed_recently(self, fingerprint: str) -> bool:
+        until = self._crashed.get(fingerprint)
+        if until is None:
+            return False
+        if until < time.monotonic():
+            del self._crashed[fingerprint]
+            return False
+        return True
 
 
 def _source_id(req: ImageRequest, original: Original) -> str | None:
