@@ -586,6 +586,13 @@ def _die_with_parent(parent: int) -> None:
             pass
     if os.getppid() != parent:
         os._exit(0)
+    try:  # under memory pressure the kernel ends a worker (one request), not the server
+        with open("/proc/self/oom_score_adj", "r+") as f:
+            adj = min(1000, int(f.read()) + 500)
+            f.seek(0)
+            f.write(str(adj))
+    except OSError:
+        pass
 
 
 def _rss() -> int:

@@ -282,3 +282,11 @@ def test_mixed_hostile_and_normal_traffic_costs_only_the_culprits(make_server, i
     assert metric(srv, "imgopt_worker_restarts", reason="killed") >= 1
     assert httpx.get(srv.url + "/healthz", timeout=5).status_code == 200
     assert srv.get("/plain0.png", 256, 75).status_code == 200
+
+
+def test_the_oom_killer_prefers_a_worker_to_the_server(make_server, images):
+    srv = make_server(None, "--local-root", str(images), "--workers", "1")
+    (pid,) = worker_pids(srv)
+    worker = int(Path(f"/proc/{pid}/oom_score_adj").read_text())
+    server = int(Path(f"/proc/{srv.proc.pid}/oom_score_adj").read_text())
+    assert worker == min(1000, server + 500)
