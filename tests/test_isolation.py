@@ -290,3 +290,78 @@ def test_the_oom_killer_prefers_a_worker_to_the_server(make_server, images):
     worker = int(Path(f"/proc/{pid}/oom_score_adj").read_text())
     server = int(Path(f"/proc/{srv.proc.pid}/oom_score_adj").read_text())
     assert worker == min(1000, server + 500)
+
+
+# -- the process pool on its own ---------------------------------------------------------------
+
+
+def test_process_pool_moves_large_bytes_and_errors_intact():
+    import asyncio
+    import os
+
+    from imgopt import transform
+    from imgopt.errors import ImageError
+    from imgopt.pool import DEADLINE, MEMO
+    from imgopt.workers import ProcessPool
+
+    async def main() -> None:
+        pool = ProcessPool(1, 0, trim=False)
+        try:
+            big = os.urandom(3 << 20)
+            assert await pool.run(len, big, timeout=30) == len(big)
+            res = await pool.run(transform.process, png(8, 8), "image/webp", False, 16, 75, 10**8, DEADLINE,
+                                 transform.NO_EXTRAS, MEMO, None, timeout=30)
+            assert res.kind == "optimized" and res.mime == "image/webp" and res.body[:4] == b"RIFF"
+            # a passthrough returns the caller's own bytes (the worker sends a marker, not them)
+            svg = b"<svg xmlns='http://www.w3.org/2000/svg' width='1' height='1'/>" + b" " * (100 << 10)
+            res = await pool.run(transform.process, svg, "image/webp", True, 16, 75, 10**8, DEADLINE,
+                                 transform.NO_EXTRAS, MEMO, None, timeout=30)
+            assert res.kind == "passthrough" and res.body is svg
+            with pytest.raises(ImageError) as e:  # a 4xx from the worker keeps its status
+                await pool.run(transform.process, b"not an image", "", False, 16, 75, 10**8, DEADLINE,
+                               transform.NO_EXTRAS, MEMO, None, timeout=30)
+            assert e.value.status == 400
+            assert pool.crashed == pool.killed == 0
+        finally:
+            pool.shutdown()
+
+    asyncio.run(main())
+
+
+def test_an_abandoned_job_keeps_its_place_until_its_worker_is_free(tmp_path):
+    """A caller that goes away (client disconnect) does not free its place while its job still
+    runs: admission never lets in more work than workers + queue."""
+    import asyncio
+    import subprocess
+
+    from imgopt.errors import ImageError
+    from imgopt.workers import ProcessPool
+
+    release = tmp_path / "release"
+
+    async def main() -> None:
+        pool = ProcessPool(1, 0, trim=False)
+        try:
+            async def miss() -> None:
+                async with pool.admit():
+                    await pool.run(subprocess.run, ["sh", "-c", f'while [ ! -e "{release}" ]; do sleep 0.01; done'],
+                                   timeout=60)
+
+            task = asyncio.ensure_future(miss())
+            while pool.running == 0:
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert pool.admitted == 1  # still held by the job that runs on
+            with pytest.raises(ImageError):
+                async with pool.admit():
+                    pass
+            release.write_bytes(b"")
+            while pool.admitted:
+                await asyncio.sleep(0.01)
+            assert pool.running == 0
+        finally:
+            pool.shutdown()
+
+    asyncio.run(main())
