@@ -286,6 +286,7 @@ def test_mixed_hostile_and_normal_traffic_costs_only_the_culprits(make_server, i
 
 def test_the_oom_killer_prefers_a_worker_to_the_server(make_server, images):
     srv = make_server(None, "--local-root", str(images), "--workers", "1")
+    wait_for(lambda: metric(srv, "imgopt_workers_ready") == 1, "the worker to start")
     (pid,) = worker_pids(srv)
     worker = int(Path(f"/proc/{pid}/oom_score_adj").read_text())
     server = int(Path(f"/proc/{srv.proc.pid}/oom_score_adj").read_text())
