@@ -100,6 +100,13 @@ def _port(text: str) -> int:
     return value
 
 
+def _isolation(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ("process", "thread"):
+        raise ValueError("expected process or thread")
+    return value
+
+
 def _cache_tier(text: str) -> str:
     value = text.strip().lower()
     if value not in ("none", "disk"):
@@ -133,7 +140,11 @@ OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ("lock", _redis_url, "with a bucket --cache: a redis:// URL where replicas agree who transforms a missing variant (one transform per variant)"),
     ("store-timeout", _seconds, "seconds allowed for each request to a bucket --cache before it is skipped (default 2)"),
     ("redis-timeout", _seconds, "seconds allowed for each Redis connect, read or write before the cache is skipped (default 0.25)"),
-    ("workers", _positive_int, "image worker threads (default: number of CPUs)"),
+    ("workers", _positive_int, "image worker processes (threads with --isolation thread; default: number of CPUs)"),
+    ("isolation", _isolation, "process (default): image work in supervised worker processes that are killed at the "
+                              "deadline and replaced when they crash; thread: in threads of the server process"),
+    ("worker-max-jobs", _non_negative_int, "a worker process is replaced after this many jobs (default 500; 0 = never)"),
+    ("worker-max-rss", _size, "a worker process is replaced once its RSS passes this after a job (default 1G; 0 = no bound)"),
     ("queue", _non_negative_int, "requests that may wait for a worker before 503 (default 4 x workers)"),
     ("fetch-timeout", _seconds, "seconds allowed for fetching an original (default 7)"),
     ("transform-timeout", _seconds, "seconds allowed for one transform (default 7)"),
@@ -214,7 +225,7 @@ def settings_from(values: dict[str, Any]) -> Settings:
         images = ImagesConfig()
     kw: dict[str, Any] = {"images": images}
     for key in ("host", "port", "origin", "workers", "queue", "fetch_timeout", "transform_timeout", "max_input_pixels",
-                "metrics_port", "fast_first"):
+                "metrics_port", "fast_first", "isolation", "worker_max_jobs", "worker_max_rss"):
         if key in values:
             kw[key] = values[key]
     if "local_root" in values and is_bucket_url(values["local_root"]):

@@ -269,6 +269,9 @@ class Settings:
     queue: int | None = None  # None: 4 × workers
     fetch_timeout: float = 7.0
     transform_timeout: float = 7.0
+    isolation: str = "process"  # image work in worker processes ('process') or server threads ('thread')
+    worker_max_jobs: int = 500  # a worker process is replaced after this many jobs (0 = never)
+    worker_max_rss: int = 1 << 30  # ... or once its RSS passes this many bytes after a job (0 = no bound)
     max_input_pixels: int = 268_402_689
     fast_first: bool = False  # a cold AVIF is answered at once in WebP while AVIF is made (docs/warm.md)
     metrics_port: int | None = None  # /metrics on its own port (and not on the main one)

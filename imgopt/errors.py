@@ -15,6 +15,13 @@ class ImageError(Exception):
     def __repr__(self) -> str:
         return f"ImageError({self.status}, {self.message!r})"
 
+    def __reduce__(self) -> tuple[object, ...]:  # crosses from a worker process intact
+        return (_image_error, (self.status, self.message, self.retry_after))
+
+
+def _image_error(status: int, message: str, retry_after: int | None) -> ImageError:
+    return ImageError(status, message, retry_after=retry_after)
+
 
 # Messages shared by several steps (exact Next.js wording where Next has one).
 UPSTREAM_INVALID = '"url" parameter is valid but upstream response is invalid'

@@ -5,6 +5,10 @@ libvips allocates and frees large pixel buffers on its worker threads; with glib
 freed memory stays in the process (per-thread arenas, a heap top that cannot shrink past a live
 block), so RSS grows with every new peak of concurrent work. Only glibc is touched: with another
 allocator preloaded (LD_PRELOAD, e.g. jemalloc), or on another platform, this does nothing.
+
+With worker processes (imgopt/workers.py) each worker calls ``tune()`` at its start and runs the
+idle trim itself when the server asks (all workers idle for 0.2 s); recycling a worker after
+``--worker-max-jobs`` jobs or over ``--worker-max-rss`` returns whatever is left.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ platform and GC collectors come along); docs/operations.md lists them all. The r
 hooks in with one-line calls: ``ObserveMiddleware`` counts requests, latency and bytes out,
 writes the access log and makes the request id known to every log line of the request;
 ``tracked_fetch`` times fetches of originals by source and outcome and counts upstream errors
-by kind and bytes in; ``timed_transform`` times the transform by output format; ``bind_pool``
+by kind and bytes in; ``observe_transform`` times the transform by output format; ``bind_pool``
 exposes the worker pool's queue depth and in-flight work, ``bind_memory`` the bytes the
 in-process caches hold; the cache stores count lookups by tier.
 """
@@ -70,9 +70,12 @@ LOCKS = Counter("imgopt_cluster_locks", "Cross-replica single flight: how each m
                 "(acquired, waited, takeover, busy, error_shared, timeout, unavailable)", ["result"])
 
 POOL_ADMITTED = Gauge("imgopt_pool_admitted", "Misses in progress: running or queued for a worker")
-POOL_RUNNING = Gauge("imgopt_pool_running", "Transforms running on a worker thread now (in flight)")
-POOL_QUEUED = Gauge("imgopt_pool_queue_depth", "Misses admitted but not on a worker thread (fetching or waiting)")
+POOL_RUNNING = Gauge("imgopt_pool_running", "Transforms running on a worker now (in flight)")
+POOL_QUEUED = Gauge("imgopt_pool_queue_depth", "Misses admitted but not on a worker (fetching or waiting)")
 POOL_CAPACITY = Gauge("imgopt_pool_capacity", "Workers plus queue places; more concurrent misses get 503")
+WORKERS_READY = Gauge("imgopt_workers_ready", "Worker processes started and ready for jobs")
+WORKER_PID = Gauge("imgopt_worker_pid", "Process id of each worker slot's current process (0 while none)", ["slot"])
+WORKER_RSS = Gauge("imgopt_worker_rss_bytes", "Resident memory of each worker process after its last job", ["slot"])
 MEMORY_BYTES = Gauge("imgopt_memory_bytes", "Bytes held by the bounded in-process caches, by cache (responses: the "
                      "hot-entry tier, --memory-cache-size; resized: resized pixels, --resized-cache-size)", ["cache"])
 MEMORY_LIMIT = Gauge("imgopt_memory_limit_bytes", "The bound of each in-process cache", ["cache"])
@@ -109,6 +112,14 @@ class _ReadAtScrape(Collector):
                 "was given back to the system (glibc malloc_trim)")
             idle.add_metric([], self.pool.idle_runs)
             yield idle
+            if getattr(self.pool, "isolation", "thread") == "process":
+                restarts = CounterMetricFamily(
+                    "imgopt_worker_restarts", "Worker processes replaced since start, by reason (recycled: after "
+                    "--worker-max-jobs or --worker-max-rss; killed: a job past its deadline; crashed: died in a job)",
+                    labels=["reason"])
+                for reason in ("recycled", "killed", "crashed"):
+                    restarts.add_metric([reason], getattr(self.pool, reason))
+                yield restarts
         if self.memo is not None:
             lookups = CounterMetricFamily(
                 "imgopt_resized_lookups", "Lookups of an original's resized pixels (hit: another format of "
@@ -134,6 +145,11 @@ def bind_pool(pool: Any) -> None:
     POOL_QUEUED.set_function(lambda: max(0, pool.admitted - pool.running))
     POOL_CAPACITY.set_function(lambda: pool.capacity)
     _READ_AT_SCRAPE.pool = pool
+    if getattr(pool, "isolation", "thread") == "process":
+        WORKERS_READY.set_function(lambda: pool.ready)
+        for i in range(pool.workers):
+            WORKER_PID.labels(str(i)).set_function(lambda i=i: pool.pids()[i] or 0)
+            WORKER_RSS.labels(str(i)).set_function(lambda i=i: pool.rss()[i])
 
 
 def bind_memory(caches: dict[str, Any]) -> None:
@@ -154,16 +170,13 @@ def short_format(mime: str) -> str:
     return sub if re.fullmatch(r"[a-z0-9.-]{1,16}", sub) else "other"
 
 
-def timed_transform(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn(*args)`` (transform.process, on a worker thread) and time it by output format."""
-    start = time.perf_counter()
-    try:
-        result = fn(*args)
-    except BaseException:
+def observe_transform(result: Any, seconds: float) -> None:
+    """A job finished on a worker (thread or process): its time by output format, or an error
+    (result None: a timeout, a decoder limit, a crashed worker)."""
+    if result is None:
         TRANSFORM_ERRORS.inc()
-        raise
-    TRANSFORM.labels(short_format(result.mime), result.kind).observe(time.perf_counter() - start)
-    return result
+    else:
+        TRANSFORM.labels(short_format(result.mime), result.kind).observe(seconds)
 
 
 def upstream_error_kind(e: ImageError) -> str:

@@ -23,7 +23,7 @@ import time
 
 import pyvips
 
-from . import native
+from . import native, vipslog
 from .errors import NOT_AN_IMAGE, TYPE_NOT_ALLOWED, ImageError
 from .transform import SVG, VIPS_MAX_COORD, Result, TransformTimeout, detect_type
 
@@ -127,16 +127,17 @@ def placeholder(buf: bytes, max_input_pixels: int = VIPS_MAX_COORD**2) -> dict[s
 
 def process(buf: bytes, _negotiated: str, allow_svg: bool, _width: int, _quality: int,
             max_input_pixels: int, deadline: float, *_extras: object) -> Result:
-    """The placeholder step for one original (runs on a worker thread), called as
+    """The placeholder step for one original (runs on a worker process or thread), called as
     ``transform.process`` is."""
-    source = detect_type(buf)
-    if source is None or not source.startswith("image/"):
-        raise ImageError(400, NOT_AN_IMAGE)
-    if source == SVG:
-        if not allow_svg:
-            raise ImageError(400, TYPE_NOT_ALLOWED)
-        raise ImageError(400, "No placeholder for SVG images: imgopt does not rasterize SVG")
-    data = placeholder(buf, max_input_pixels)
-    if time.monotonic() > deadline:
-        raise TransformTimeout()
-    return Result(json.dumps(data, separators=(",", ":")).encode(), JSON_TYPE, "optimized")
+    with vipslog.job():
+        source = detect_type(buf)
+        if source is None or not source.startswith("image/"):
+            raise ImageError(400, NOT_AN_IMAGE)
+        if source == SVG:
+            if not allow_svg:
+                raise ImageError(400, TYPE_NOT_ALLOWED)
+            raise ImageError(400, "No placeholder for SVG images: imgopt does not rasterize SVG")
+        data = placeholder(buf, max_input_pixels)
+        if time.monotonic() > deadline:
+            raise TransformTimeout()
+        return Result(json.dumps(data, separators=(",", ":")).encode(), JSON_TYPE, "optimized")

@@ -1,5 +1,8 @@
 """Bounded workers: libvips runs off the event loop, and surplus work is refused at once.
 
+``WorkerPool`` runs jobs on threads of the server (``--isolation thread``); the default is
+worker processes, imgopt/workers.py's ``ProcessPool``, with the same interface.
+
 ``WorkerPool.admit()`` reserves one of ``workers + queue`` places for a whole miss (fetch and
 transform); when none is free it raises a 503 with Retry-After instead of growing a queue.
 ``SingleFlight`` makes concurrent requests for one cache key share one piece of work. An
@@ -20,14 +23,41 @@ from .errors import ImageError
 
 T = TypeVar("T")
 
+class _Placeholder:
+    """An argument a worker replaces when it starts the job; pickled as a reference to the
+    module's own object, so it keeps its identity in a worker process (imgopt/workers.py)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __reduce__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"pool.{self.name}"
+
+
 #: Placeholder argument for :meth:`WorkerPool.run`: replaced by the job's deadline (a
 #: ``time.monotonic()`` value) when a worker starts it.
-DEADLINE = object()
+DEADLINE = _Placeholder("DEADLINE")
+#: Placeholder argument: replaced by the worker's memo of resized originals (transform.ResizedMemo).
+MEMO = _Placeholder("MEMO")
+
+#: Called after each job with its result (None when it raised) and its seconds on the worker.
+Observer = Callable[[Any, float], None]
+
+
+def substitute(args: tuple[Any, ...], deadline: float | None, memo: Any) -> tuple[Any, ...]:
+    return tuple(deadline if a is DEADLINE else memo if a is MEMO else a for a in args)
 
 
 class WorkerPool:
+    """Image work on threads of the server process (``--isolation thread``)."""
+
+    isolation = "thread"
+
     def __init__(self, workers: int, queue: int, on_idle: Callable[[], object] | None = None,
-                 idle_delay: float = 0.2) -> None:
+                 idle_delay: float = 0.2, memo: Any = None, observe: Observer | None = None) -> None:
         self.workers = max(1, workers)
         self.capacity = self.workers + max(0, queue)
         self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="imgopt-vips")
@@ -38,6 +68,8 @@ class WorkerPool:
         self._on_idle = on_idle
         self._idle_delay = idle_delay
         self._lock = threading.Lock()  # running/started change on the worker threads
+        self._memo = memo
+        self._observe = observe
 
     @contextlib.asynccontextmanager
     async def admit(self) -> AsyncIterator[None]:
@@ -51,13 +83,15 @@ class WorkerPool:
         finally:
             self.admitted -= 1
 
-    async def run(self, fn: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, timeout: float | None = None,
+                  key: Any = None) -> T:
         """Run ``fn(*args)`` on a worker thread.
 
         With ``timeout`` (issue #4), the clock starts when a worker picks the job up, not
         when it is queued: an argument given as :data:`DEADLINE` becomes
         ``time.monotonic() + timeout`` at that moment (the transform's own deadline), and the
         caller gives up with TimeoutError 2 s after it (a backstop, should the work not stop).
+        ``key`` is for the process pool (which worker holds a resize); threads share one memo.
         """
         loop = asyncio.get_running_loop()
         started = loop.create_future()
@@ -67,12 +101,15 @@ class WorkerPool:
                 self.running += 1
                 self.started += 1
             _call_soon(loop, lambda: started.done() or started.set_result(None))
+            begin = time.perf_counter()
+            result = None
             try:
-                if timeout is None:
-                    return fn(*args)
-                deadline = time.monotonic() + timeout
-                return fn(*(deadline if a is DEADLINE else a for a in args))
+                deadline = None if timeout is None else time.monotonic() + timeout
+                result = fn(*substitute(args, deadline, self._memo))
+                return result
             finally:
+                if self._observe is not None:
+                    self._observe(result, time.perf_counter() - begin)
                 with self._lock:
                     self.running -= 1
                     idle, mark = self.running == 0, self.started
@@ -122,6 +159,9 @@ class WorkerPool:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=False)
+
+    def health(self) -> dict[str, Any]:
+        return {"isolation": self.isolation, "workers": self.workers}
 
 
 def _retrieve(fut: "asyncio.Future[Any]") -> None:

@@ -8,6 +8,7 @@ once while one background refresh runs, and a failed refresh leaves the stale en
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import hashlib
 import logging
@@ -20,12 +21,18 @@ from .config import Settings
 from .errors import ImageError
 from .fetch import Fetcher, Original, b64url
 from .params import ImageRequest
-from .pool import DEADLINE, SingleFlight, WorkerPool
+from .pool import DEADLINE, MEMO, SingleFlight, WorkerPool
 from .rediscache import open_cache
 from .sources import open_source
 from .stores import open_shared
+from .workers import MemoStats, ProcessPool, WorkerCrashed
 
 log = logging.getLogger("imgopt")
+
+CRASHED = "The image worker crashed while processing this image"
+# How long, and for how many originals, a crash is remembered (answered at once with 500).
+CRASH_MEMORY_SECONDS = 300.0
+CRASH_MEMORY_ENTRIES = 1024
 
 # Seconds between the first STALE answer for a key and the start of its background refresh.
 REFRESH_DELAY = 0.15
@@ -47,7 +54,21 @@ def quoted(tag: str) -> str:
 class ImageService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.pool = WorkerPool(settings.workers, settings.queue_limit, on_idle=malloc.idle_trimmer())
+        self.pool: WorkerPool | ProcessPool
+        self.resized: transform.ResizedMemo | MemoStats
+        if settings.isolation == "thread":
+            self.resized = transform.ResizedMemo(settings.resized_cache_size)
+            self.pool = WorkerPool(settings.workers, settings.queue_limit, on_idle=malloc.idle_trimmer(),
+                                   memo=self.resized, observe=metrics.observe_transform)
+        else:
+            self.pool = ProcessPool(
+                settings.workers, settings.queue_limit, max_jobs=settings.worker_max_jobs,
+                max_rss=settings.worker_max_rss, memo_bytes=settings.resized_cache_size,
+                trim=malloc.idle_trimmer() is not None, observe=metrics.observe_transform,
+                log_level=logging.getLogger().getEffectiveLevel(),
+                libvips_threads=transform.libvips_threads(settings.workers),
+            )
+            self.resized = self.pool.memo
         self.fetcher = Fetcher(settings, open_source(settings))
         # The store (disk, Redis or a bucket, or a local tier in front of one) and who produces a
         # missing entry (here, or a replica).
@@ -55,8 +76,10 @@ class ImageService:
         # The hot tier is part of the cache: no cache (size 0) means none in memory either.
         no_cache = settings.cache == "disk" and settings.cache_size == 0
         self.memory = MemoryTier(0 if no_cache else settings.memory_cache_size)
-        self.resized = transform.ResizedMemo(settings.resized_cache_size)
         self._flights: SingleFlight[Entry] = SingleFlight()
+        # Originals that crashed a worker: asked for again soon, they get the same 500 at once
+        # instead of taking down (and restarting) another worker each time.
+        self._crashed: collections.OrderedDict[str, float] = collections.OrderedDict()
 
     async def aclose(self) -> None:
         # The server has already given requests their drain time: what is still in flight now
@@ -124,15 +147,25 @@ class ImageService:
                 try:
                     # Issue #4: the deadline (and the pool's backstop) start when a worker
                     # picks the job up, so time spent queued is not taken from the transform.
+                    source_id = _source_id(req, original)
+                    fingerprint = f"{req.href}\x00{len(original.body)}\x00{original.etag}"
+                    if self._crashed_recently(fingerprint):
+                        raise ImageError(500, CRASHED)
                     step = placeholder.process if req.placeholder else transform.process
                     result = await self.pool.run(
-                        metrics.timed_transform, step, original.body, req.mime, cfg.dangerously_allow_svg,
+                        step, original.body, req.mime, cfg.dangerously_allow_svg,
                         req.width, req.quality, s.max_input_pixels, DEADLINE,
-                        extensions.for_request(cfg, req), self.resized, _source_id(req, original),
-                        timeout=s.transform_timeout,
+                        extensions.for_request(cfg, req), MEMO, source_id,
+                        timeout=s.transform_timeout, key=None if source_id is None else (source_id, req.width),
                     )
                 except (transform.TransformTimeout, TimeoutError):
                     raise ImageError(504, "The image transform timed out") from None
+                except WorkerCrashed as e:
+                    log.error("the image worker crashed while processing %s (%s)", req.href, e)
+                    self._crashed[fingerprint] = time.monotonic() + CRASH_MEMORY_SECONDS
+                    while len(self._crashed) > CRASH_MEMORY_ENTRIES:
+                        self._crashed.popitem(last=False)
+                    raise ImageError(500, CRASHED) from None
                 if result.kind == "optimized":
                     etag = quoted(b64url(hashlib.sha256(result.body).digest()))
                 else:
@@ -147,6 +180,16 @@ class ImageService:
         except Exception as e:  # a full or broken cache must not fail the request
             log.error("cache write failed for %s: %s", req.href, e)
         return entry
+
+
+    def _crashed_recently(self, fingerprint: str) -> bool:
+        until = self._crashed.get(fingerprint)
+        if until is None:
+            return False
+        if until < time.monotonic():
+            del self._crashed[fingerprint]
+            return False
+        return True
 
 
 def _source_id(req: ImageRequest, original: Original) -> str | None:

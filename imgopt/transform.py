@@ -1,6 +1,6 @@
 """Transforming: detect the type from the bytes, then resize and encode with libvips.
 
-``process`` is the whole step and runs in a worker thread. It is a short list of small steps
+``process`` is the whole step and runs in a worker process (imgopt/workers.py) or thread. It is a short list of small steps
 in the style of imgproxy's pipeline: decide (reject / pass through / transform), check the
 pixel count from the header, load with shrink-on-load, normalise colour, encode.
 
@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from . import vipslog  # before libvips starts: see vipslog
 import pyvips
 
 from .errors import NOT_AN_IMAGE, TYPE_NOT_ALLOWED, ImageError
@@ -62,6 +63,7 @@ def configure_libvips(workers: int | None = None) -> None:
     the worker count) the threads per pipeline."""
     if workers is not None:
         set_libvips_threads(workers)
+    vipslog.install()
     pyvips.cache_set_max(0)
     pyvips.cache_set_max_mem(0)
     pyvips.operation_block_set("VipsForeignLoad", True)
@@ -401,7 +403,8 @@ class ResizedMemo(BytesLRU[tuple[str, int], pyvips.Image]):
     CDN that varies on Accept asks for each. Decoding and resizing is about 30% of a cold
     transform's CPU (issue #5), so the resized pixels are kept and the next format of the same
     original and width only encodes. Keyed by the caller's id of the exact original bytes (the
-    url and the upstream ETag or content hash) and the width; shared by the worker threads.
+    url and the upstream ETag or content hash) and the width; one per worker process (each with
+    a share of the budget), or one shared by the worker threads.
     On the cold benchmark mix (`benchmarks/job_mix.py --memo N`, 60 possible reuses): 64 MB
     reused 37 resizes, 128 MB (the default) 59.
     """
@@ -492,12 +495,20 @@ class Result:
 def process(buf: bytes, negotiated: str, allow_svg: bool, width: int, quality: int,
             max_input_pixels: int, deadline: float, extras: Extras = NO_EXTRAS,
             memo: ResizedMemo | None = None, source_id: str | None = None) -> Result:
-    """The whole transform step for one original (runs on a worker thread).
+    """The whole transform step for one original (runs on a worker process or thread).
 
     `extras` carries imgopt's features beyond Next.js (imgopt/extensions.py): auto quality and
-    animated re-encoding (placeholders are placeholder.process). `memo` and `source_id` (an id
-    of these exact original bytes) let the formats of one original share its resize.
+    animated re-encoding (placeholders are placeholder.process). `memo` and `source_id`
+    (an id of these exact original bytes) let the formats of one original share its resize.
+    libvips's messages about the image are bounded (imgopt/vipslog.py).
     """
+    with vipslog.job():
+        return _process(buf, negotiated, allow_svg, width, quality, max_input_pixels, deadline, extras, memo, source_id)
+
+
+def _process(buf: bytes, negotiated: str, allow_svg: bool, width: int, quality: int,
+             max_input_pixels: int, deadline: float, extras: Extras,
+             memo: ResizedMemo | None, source_id: str | None) -> Result:
     p = plan(buf, negotiated, allow_svg)
     if p.passthrough:
         if extras.animated is not None and extras.animated_mime and is_animated(buf, p.source):

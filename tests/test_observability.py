@@ -102,7 +102,8 @@ def test_metrics_show_the_bytes_the_in_process_caches_hold(make_server, origin):
     operator can tell bounded cache memory from anything else in the RSS."""
     from PIL import Image
 
-    srv = make_server(PROFILE_C, "--memory-cache-size", "1M", "--resized-cache-size", "4M")
+    # --workers 2: each worker process keeps its own share of the memo (imgopt/workers.py)
+    srv = make_server(PROFILE_C, "--memory-cache-size", "1M", "--resized-cache-size", "4M", "--workers", "2")
     empty = scrape(srv.url)
     assert sample_sum(empty, "imgopt_resized_lookups_total", result="hit") == 0
     assert sample_sum(empty, "imgopt_resized_lookups_total", result="miss") == 0
@@ -146,6 +147,8 @@ IMGOPT_METRICS = {
     "imgopt_build_info": "gauge",  # an Info metric: constant 1, the versions in its labels
     "imgopt_http_rejected": "counter", "imgopt_encoded_bodies": "counter",
     "imgopt_cache_degraded": "gauge", "imgopt_cache_db_damaged": "counter",
+    "imgopt_workers_ready": "gauge", "imgopt_worker_restarts": "counter", "imgopt_worker_pid": "gauge",
+    "imgopt_worker_rss_bytes": "gauge",
 }
 
 
