@@ -87,13 +87,23 @@ class TextFormatter(logging.Formatter):
         return text
 
 
+_current = ("info", "json")
+
+
+def current() -> tuple[str, str]:
+    """The (level, format) the last configure() set: worker processes log the same way."""
+    return _current
+
+
 def configure(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> logging.Handler:
     """Send every log record (imgopt's, uvicorn's, libraries') through one handler on ``stream``
     (stderr by default), in ``fmt``, at ``level`` and above. Returns the handler."""
+    global _current
     if level not in LEVELS:
         raise ValueError(f"log level {level!r}: expected one of {', '.join(LEVELS)}")
     if fmt not in FORMATS:
         raise ValueError(f"log format {fmt!r}: expected json or text")
+    _current = (level, fmt)
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(RequestIdFilter())

@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from . import extensions, malloc, metrics, placeholder, transform
+from . import extensions, logs, malloc, metrics, placeholder, transform
 from .cache import Entry, MemoryTier, cache_key, get_max_age
 from .config import Settings
 from .errors import ImageError
@@ -65,7 +65,7 @@ class ImageService:
                 settings.workers, settings.queue_limit, max_jobs=settings.worker_max_jobs,
                 max_rss=settings.worker_max_rss, memo_bytes=settings.resized_cache_size,
                 trim=malloc.idle_trimmer() is not None, observe=metrics.observe_transform,
-                log_level=logging.getLogger().getEffectiveLevel(),
+                log=logs.current(),
                 libvips_threads=transform.libvips_threads(settings.workers),
             )
             self.resized = self.pool.memo

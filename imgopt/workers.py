@@ -415,7 +415,7 @@ class ProcessPool:
 
     def __init__(self, workers: int, queue: int, *, max_jobs: int = 500, max_rss: int = 1 << 30,
                  memo_bytes: int = 0, trim: bool = True, idle_delay: float = 0.2,
-                 observe: Observer | None = None, log_level: int = logging.INFO,
+                 observe: Observer | None = None, log: tuple[str, str] = ("info", "json"),
                  libvips_threads: int | None = None) -> None:
         self.workers = max(1, workers)
         self.capacity = self.workers + max(0, queue)
@@ -431,7 +431,7 @@ class ProcessPool:
             "memo_bytes": memo_bytes // self.workers,
             # the largest resize kept stays what one shared memo would keep (a quarter of it)
             "memo_share": max(1, 4 // self.workers),
-            "log_level": log_level,
+            "log": log,  # (level, format), as the server logs
             "libvips_threads": libvips_threads,
             "trim": trim,
         }
@@ -633,7 +633,9 @@ def worker_main(fd: int, parent: int) -> None:
     conn = Connection(fd)
     head, _ = _recv(conn)
     cfg = head[1]
-    logging.basicConfig(level=cfg["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from . import logs
+
+    logs.configure(*cfg["log"])
     from . import animated, autoquality, placeholder, transform  # noqa: F401 - loaded before the first job
 
     transform.configure_libvips()
