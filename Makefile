@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: install run test test-py test-loader bench bench-next clean lock loader
+.PHONY: install run test test-py test-loader lint bench bench-next clean lock loader
 
 # Exactly the versions (and hashes) of requirements/test.lock, then imgopt itself without
 # resolving anything. `make lock` refreshes the locks after a change to pyproject.toml.
@@ -35,6 +35,11 @@ test-py: $(STAMP)
 
 test-loader:
 	cd loader && node --test
+
+# ruff (the rule set is in pyproject.toml) and mypy on imgopt/, both at zero
+lint: $(STAMP)
+	$(VENV)/bin/ruff check imgopt
+	$(VENV)/bin/mypy
 
 # Benchmarks, separate from `make test`; installs and generated files go to .bench-cache/
 # (BENCH_CACHE=DIR elsewhere). `make bench` writes benchmarks/RESULTS.md (~55 min on 2 quiet

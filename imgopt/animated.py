@@ -110,7 +110,7 @@ def _load_apng(buf: bytes, width: int, frames: int) -> pyvips.Image:
         loop = int(im.info.get("loop", 0))
         parts, delays = [], []
         fw = fh = 0
-        for i in range(min(im.n_frames, frames)):
+        for i in range(min(getattr(im, "n_frames", 1), frames)):
             im.seek(i)
             rgba = im.convert("RGBA")
             delays.append(int(round(float(im.info.get("duration", 0) or 0))))

@@ -26,9 +26,10 @@ import tempfile
 import threading
 import time
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Awaitable, Callable, Protocol
+from typing import Protocol
 
 import diskcache
 
@@ -223,19 +224,21 @@ class DiskStore:
                 db.unlink()
             except OSError:
                 return None
-            target = None
+            moved: Path | None = None
+        else:
+            moved = target
         for suffix in ("-wal", "-shm", "-journal"):
             side = db.with_name(db.name + suffix)
             try:
-                if target is not None:
-                    side.rename(target.with_name(target.name + suffix))
+                if moved is not None:
+                    side.rename(moved.with_name(moved.name + suffix))
                 else:
                     side.unlink()
             except OSError:
                 pass
         self._prune_damaged()
         self._drop_value_files()
-        return target
+        return moved
 
     def _prune_damaged(self) -> None:
         kept = sorted(self.directory.glob("cache.db.damaged-*[0-9]"), key=lambda p: p.stat().st_mtime)
@@ -290,7 +293,8 @@ class DiskStore:
                 return  # already healed or reopened by another thread
             if is_damage(e):
                 try:
-                    cache.close()
+                    if cache is not None:
+                        cache.close()
                 except Exception:
                     pass
                 self._heal(e)

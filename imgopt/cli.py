@@ -8,8 +8,9 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from . import __version__, logs, malloc
 from .config import ConfigError, ImagesConfig, Settings, load_images_config, parse_images_config
@@ -186,8 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     warm.add_argument("--dry-run", action="store_true", help="list the variants, request nothing")
     for p in (serve, warm):
         for flag, convert, help_text in OPTIONS:
-            switch = {"nargs": "?", "const": "true"} if convert is _switch else {}
-            p.add_argument(f"--{flag}", default=None, help=f"{help_text} [env {_env_name(flag)}]", **switch)
+            help_env = f"{help_text} [env {_env_name(flag)}]"
+            if convert is _switch:
+                p.add_argument(f"--{flag}", default=None, nargs="?", const="true", help=help_env)
+            else:
+                p.add_argument(f"--{flag}", default=None, help=help_env)
     return parser
 
 
@@ -254,7 +258,7 @@ def settings_from(values: dict[str, Any]) -> Settings:
     return Settings(**kw)
 
 
-def http_limits_from(values: dict[str, Any]) -> "HttpLimits":
+def http_limits_from(values: dict[str, Any]) -> HttpLimits:
     """The HTTP server's limits from the resolved options (imgopt.httpserver's defaults)."""
     from .httpserver import HttpLimits, default_max_connections
 
@@ -320,8 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=level,
         log_config=None,  # uvicorn's lines go through the handler logs.configure installed
         http=GuardedHttpToolsProtocol.with_limits(limits),
-        timeout_keep_alive=limits.keepalive_timeout,
-        timeout_graceful_shutdown=limits.drain_timeout,
+        timeout_keep_alive=limits.keepalive_timeout,  # type: ignore[arg-type]  # uvicorn takes float seconds
+        timeout_graceful_shutdown=limits.drain_timeout,  # type: ignore[arg-type]  # float seconds work
         access_log=False,
     )
     Server(config).run()

@@ -280,5 +280,5 @@ class Settings:
     def queue_limit(self) -> int:
         return self.queue if self.queue is not None else 4 * self.workers
 
-    def with_(self, **kw: Any) -> "Settings":
+    def with_(self, **kw: Any) -> Settings:
         return replace(self, **kw)

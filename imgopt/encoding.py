@@ -25,8 +25,8 @@ import gzip
 import math
 import re
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from . import metrics
 from .lru import BytesLRU
@@ -167,7 +167,7 @@ class EncodedBodies:
         if task is None:
             task = asyncio.ensure_future(self._make(body, coding))
             self._making[k] = task
-            task.add_done_callback(lambda t, k=k: self._done(k, t))
+            task.add_done_callback(functools.partial(self._done, k))
         else:
             metrics.ENCODED_BODIES.labels(coding, "reused").inc()
         return await asyncio.shield(task)
@@ -181,7 +181,7 @@ class EncodedBodies:
         async with self._slots:
             return await asyncio.to_thread(encode, body, coding)
 
-    def _done(self, k: tuple[str, str, int, str], task: "asyncio.Task[bytes]") -> None:
+    def _done(self, k: tuple[str, str, int, str], task: asyncio.Task[bytes]) -> None:
         self._making.pop(k, None)
         if not task.cancelled() and task.exception() is None:
             self.lru.put(k, task.result())

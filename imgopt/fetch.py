@@ -18,9 +18,10 @@ import hashlib
 import os
 import stat
 import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING
 
 import ada_url
 import httpcore
@@ -75,7 +76,7 @@ def _count_connection() -> None:
 
 
 class _CountingBackend(httpcore.AnyIOBackend):
-    async def connect_tcp(self, *args, **kwargs):  # type: ignore[override]
+    async def connect_tcp(self, *args, **kwargs):
         _count_connection()
         return await super().connect_tcp(*args, **kwargs)
 
@@ -87,7 +88,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         self._inner = httpcore.AnyIOBackend()
         self._allow_private = allow_private
 
-    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):  # type: ignore[override]
+    async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
         _count_connection()
         addrs = await netguard.resolve_checked(host, port, allow_private=self._allow_private)
         error: Exception | None = None
@@ -101,7 +102,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         assert error is not None
         raise error
 
-    async def connect_unix_socket(self, path, timeout=None, socket_options=None):  # type: ignore[override]
+    async def connect_unix_socket(self, path, timeout=None, socket_options=None):
         raise httpcore.ConnectError("unix sockets are not allowed")
 
     async def sleep(self, seconds: float) -> None:
@@ -150,6 +151,7 @@ class RetryOnStaleConnection(httpx.AsyncBaseTransport):
         except BaseException:
             await once.aclose()
             raise
+        assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _ClosingStream(response.stream, once)
         return response
 
@@ -292,7 +294,7 @@ def local_key(url: str, base_path: str) -> str:
 class Fetcher:
     """Gets originals for validated requests."""
 
-    def __init__(self, settings: Settings, local: "Source | None" = None) -> None:
+    def __init__(self, settings: Settings, local: Source | None = None) -> None:
         self._settings = settings
         self._local = local  # a bucket (imgopt/sources) instead of the --local-root folder
         self._cfg: ImagesConfig = settings.images

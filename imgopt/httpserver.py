@@ -89,12 +89,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._waiting_since = time.monotonic()
 
     @classmethod
-    def with_limits(cls, limits: HttpLimits) -> type["GuardedHttpToolsProtocol"]:
+    def with_limits(cls, limits: HttpLimits) -> type[GuardedHttpToolsProtocol]:
         return type("GuardedHttpToolsProtocol", (cls,), {"limits": limits})
 
     # -- connection ------------------------------------------------------------------------------
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections and not self._evict_one():
             metrics.HTTP_REJECTED.labels("connections").inc()

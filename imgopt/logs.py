@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 from contextvars import ContextVar
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -32,7 +32,7 @@ FIELDS = "imgopt_fields"
 
 def iso_time(created: float) -> str:
     """'2026-12-06T23:01:02.123Z' for a time.time() value."""
-    return datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _request_id(record: logging.LogRecord) -> str | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 _M_ARENA_MAX = -8
 _M_MMAP_THRESHOLD = -3
@@ -27,8 +27,9 @@ def _glibc() -> ctypes.CDLL | None:
         return None
     try:
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt  # noqa: B018 - glibc has these; musl has neither
-        libc.malloc_trim
+        # glibc has both; musl has neither (the attribute lookup raises AttributeError)
+        getattr(libc, "mallopt")  # noqa: B009
+        getattr(libc, "malloc_trim")  # noqa: B009
     except (OSError, AttributeError):
         return None
     return libc

@@ -12,15 +12,24 @@ in-process caches hold; the cache stores count lookups by tier.
 
 from __future__ import annotations
 
+import functools
 import logging
 import platform
 import re
 import time
 import uuid
-from typing import Any, Awaitable, Callable, Iterable, TypeVar
+from collections.abc import Awaitable, Iterable
+from typing import Any, TypeVar
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, Info, disable_created_metrics, generate_latest,
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -148,15 +157,23 @@ def bind_pool(pool: Any) -> None:
     if getattr(pool, "isolation", "thread") == "process":
         WORKERS_READY.set_function(lambda: pool.ready)
         for i in range(pool.workers):
-            WORKER_PID.labels(str(i)).set_function(lambda i=i: pool.pids()[i] or 0)
-            WORKER_RSS.labels(str(i)).set_function(lambda i=i: pool.rss()[i])
+            WORKER_PID.labels(str(i)).set_function(functools.partial(_worker_pid, pool, i))
+            WORKER_RSS.labels(str(i)).set_function(functools.partial(_worker_rss, pool, i))
+
+
+def _worker_pid(pool: Any, i: int) -> float:
+    return float(pool.pids()[i] or 0)
+
+
+def _worker_rss(pool: Any, i: int) -> float:
+    return float(pool.rss()[i])
 
 
 def bind_memory(caches: dict[str, Any]) -> None:
     """Read the bytes held by each bounded in-process cache (an lru.BytesLRU) at scrape time."""
     for name, lru in caches.items():
-        MEMORY_BYTES.labels(name).set_function(lambda lru=lru: lru.bytes)
-        MEMORY_LIMIT.labels(name).set_function(lambda lru=lru: lru.max_bytes)
+        MEMORY_BYTES.labels(name).set_function(functools.partial(getattr, lru, "bytes"))
+        MEMORY_LIMIT.labels(name).set_function(functools.partial(getattr, lru, "max_bytes"))
 
 
 def bind_resized(memo: Any) -> None:

@@ -178,25 +178,25 @@ def _refusal_reason(addr: IPAddress | str) -> str | None:
         return None if ip.is_global else "not globally routable"
     # Drop any zone id ("%eth0") so that range membership is plain arithmetic.
     scoped = ip.scope_id is not None
-    ip = ipaddress.IPv6Address(int(ip))
-    for net, label in _V6_BLOCKED[:2]:  # "::" and "::1" come before "::/96"
-        if ip in net:
+    ip6 = ipaddress.IPv6Address(int(ip))
+    for net6, label in _V6_BLOCKED[:2]:  # "::" and "::1" come before "::/96"
+        if ip6 in net6:
             return label
-    for net, label in _V6_EMBEDDING:
-        if ip in net:
-            v4 = _embedded_ipv4(ip)
+    for net6, label in _V6_EMBEDDING:
+        if ip6 in net6:
+            v4 = _embedded_ipv4(ip6)
             if v4 is None:
                 return label
             inner = _refusal_reason(v4)
             # The whole range is refused whatever it carries; the embedded
             # address only makes the message more useful.
             return f"{label} embedding {v4}" + (f" ({inner})" if inner else "")
-    for net, label in _V6_BLOCKED[2:]:
-        if ip in net:
+    for net6, label in _V6_BLOCKED[2:]:
+        if ip6 in net6:
             return label
-    if ip not in _V6_GLOBAL_UNICAST:
+    if ip6 not in _V6_GLOBAL_UNICAST:
         return "outside global unicast 2000::/3"
-    if not ip.is_global:
+    if not ip6.is_global:
         return "not globally routable"
     # A zone id only makes sense for link-scoped addresses.  On anything else
     # it is a sign of trickery, so the address is refused.

@@ -77,7 +77,7 @@ def connect(url: BucketURL, timeout: float, retries: int = 0) -> Any:
         options["allow_http"] = allow_http.strip().lower() in ("1", "true", "yes", "on")
     retry = {"max_retries": retries, "retry_timeout": timedelta(seconds=timeout),
              "backoff": {"init_backoff": timedelta(milliseconds=50), "max_backoff": timedelta(seconds=1), "base": 2}}
-    return from_url(str(url), client_options=options, retry_config=retry)
+    return from_url(str(url), client_options=options, retry_config=retry)  # type: ignore[call-overload]
 
 
 def is_missing(e: BaseException) -> bool:

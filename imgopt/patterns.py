@@ -84,7 +84,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Union
+from typing import Any
 from urllib.parse import SplitResult
 
 import ada_url
@@ -601,7 +601,8 @@ class _HostGlobCompiler:
 
     def seq(self, top: bool) -> tuple[str, str | None]:
         """Compile up to the end, or up to ``,``/``}`` when inside braces."""
-        t, parts = self.t, []
+        t = self.t
+        parts: list[str] = []
         while self.i < len(t):
             c = t[self.i]
             if not top and c in ",}":
@@ -746,6 +747,8 @@ class _RegexSubsetParser:
                 m = re.compile(r"\{(\d+),(\d+)\}").match(s, self.i)
                 if not m:
                     raise ValueError(f"unsupported quantifier at {self.i} in {s!r}")
+                lo: int
+                hi: int | None
                 lo, hi = int(m.group(1)), int(m.group(2))
                 self.i = m.end()
             else:
@@ -1098,7 +1101,7 @@ class RemotePattern:
             pathname_matcher(self.pathname)
 
     @classmethod
-    def from_config(cls, obj: Union[Mapping[str, Any], str, "RemotePattern"]) -> RemotePattern:
+    def from_config(cls, obj: Mapping[str, Any] | str | RemotePattern) -> RemotePattern:
         """Build from a next.config-style object or from a URL string.
 
         A URL string (``'https://example.com/account123/**'``) behaves like Next's
@@ -1163,7 +1166,7 @@ class LocalPattern:
             pathname_matcher(self.pathname)
 
     @classmethod
-    def from_config(cls, obj: Union[Mapping[str, Any], "LocalPattern"]) -> LocalPattern:
+    def from_config(cls, obj: Mapping[str, Any] | LocalPattern) -> LocalPattern:
         if isinstance(obj, LocalPattern):
             return obj
         if not isinstance(obj, Mapping):
@@ -1231,7 +1234,7 @@ def default_local_patterns(user: Sequence[Any] | None) -> tuple[LocalPattern, ..
 # matching
 # --------------------------------------------------------------------------------------
 
-URLLike = Union[ParsedURL, SplitResult, str]
+URLLike = ParsedURL | SplitResult | str
 
 
 def _coerce_url(url: Any) -> ParsedURL | None:

@@ -115,9 +115,9 @@ def placeholder(buf: bytes, max_input_pixels: int = VIPS_MAX_COORD**2) -> dict[s
         blur = blur_data_url(thumb)
     except pyvips.Error:
         raise ImageError(400, NOT_AN_IMAGE) from None
-    rgba = bytes(pixels)
+    rgba = bytes(pixels)  # type: ignore[call-overload]  # libvips memory: a buffer
     return {
-        "thumbhash": base64.b64encode(native.thumbhash_encode(pixels, thumb.width, thumb.height)).decode("ascii"),
+        "thumbhash": base64.b64encode(native.thumbhash_encode(pixels, thumb.width, thumb.height)).decode("ascii"),  # type: ignore[arg-type]
         "blurDataURL": blur,
         "width": width,
         "height": height,

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator, Awaitable, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .errors import ImageError
 
@@ -49,6 +51,11 @@ Observer = Callable[[Any, float], None]
 
 def substitute(args: tuple[Any, ...], deadline: float | None, memo: Any) -> tuple[Any, ...]:
     return tuple(deadline if a is DEADLINE else memo if a is MEMO else a for a in args)
+
+
+def _set_started(started: asyncio.Future[None]) -> None:
+    if not started.done():
+        started.set_result(None)
 
 
 class WorkerPool:
@@ -100,7 +107,7 @@ class WorkerPool:
             with self._lock:
                 self.running += 1
                 self.started += 1
-            _call_soon(loop, lambda: started.done() or started.set_result(None))
+            _call_soon(loop, functools.partial(_set_started, started))
             begin = time.perf_counter()
             result = None
             try:
@@ -114,7 +121,7 @@ class WorkerPool:
                     self.running -= 1
                     idle, mark = self.running == 0, self.started
                 if idle and self._on_idle is not None:
-                    _call_soon(loop, lambda: loop.call_later(self._idle_delay, self._idle_check, mark))
+                    _call_soon(loop, functools.partial(loop.call_later, self._idle_delay, self._idle_check, mark))
 
         cf = self._executor.submit(call)
         fut = asyncio.wrap_future(cf)
@@ -164,12 +171,12 @@ class WorkerPool:
         return {"isolation": self.isolation, "workers": self.workers}
 
 
-def _retrieve(fut: "asyncio.Future[Any]") -> None:
+def _retrieve(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()  # retrieved, so asyncio does not log an abandoned job's error as lost
 
 
-def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], None]) -> None:
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> None:
     try:
         loop.call_soon_threadsafe(fn)
     except RuntimeError:  # the loop is closed: the server is gone, nothing left to count
@@ -190,7 +197,7 @@ class SingleFlight(Generic[T]):
         if task is None:
             task = asyncio.ensure_future(make())
             self._tasks[key] = task
-            task.add_done_callback(lambda t, k=key: self._done(k, t))
+            task.add_done_callback(functools.partial(self._done, key))
         # shield: one caller going away (client disconnect) must not cancel the shared work.
         return asyncio.shield(task)
 

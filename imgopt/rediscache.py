@@ -27,7 +27,8 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
@@ -35,7 +36,15 @@ from redis.retry import Retry
 
 from . import metrics
 from .cache import (
-    Coordinator, DiskStore, Entry, LocalCoordinator, MeteredStore, NullStore, Store, TieredStore, decode_entry,
+    Coordinator,
+    DiskStore,
+    Entry,
+    LocalCoordinator,
+    MeteredStore,
+    NullStore,
+    Store,
+    TieredStore,
+    decode_entry,
     encode_entry,
 )
 from .config import Settings
@@ -395,6 +404,7 @@ def open_cache(settings: Settings) -> tuple[Store, Coordinator]:
         disk = MeteredStore(DiskStore(settings.cache_dir, settings.cache_size), "disk")
     if settings.cache == "disk":
         return (disk if disk is not None else NullStore()), LocalCoordinator("disk" if disk is not None else "none")
+    assert isinstance(settings.cache, str)  # a bucket --cache is opened by imgopt.stores
     shared = RedisStore(settings.cache, settings.redis_timeout)
     coordinator = RedisCoordinator(shared, settings.fetch_timeout + settings.transform_timeout + LOCK_TTL + 2)
     far = MeteredStore(shared, "redis")

@@ -198,6 +198,6 @@ def _source_id(req: ImageRequest, original: Original) -> str | None:
     return None if original.weak_etag else f"{req.href}\x00{len(original.body)}\x00{original.etag}"
 
 
-def _quiet(fut: "asyncio.Future[Entry]") -> None:
+def _quiet(fut: asyncio.Future[Entry]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.warning("background work failed: %s", fut.exception())

@@ -21,16 +21,16 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-from . import vipslog  # before libvips starts: see vipslog
 import pyvips
 
+from . import vipslog  # before libvips starts: see vipslog
 from .errors import NOT_AN_IMAGE, TYPE_NOT_ALLOWED, ImageError
 from .extensions import NONE as NO_EXTRAS
-from .lru import BytesLRU
 from .extensions import AutoQuality, Extras
+from .lru import BytesLRU
 
 VIPS_MAX_COORD = 10_000_000
 

@@ -23,7 +23,7 @@ import os
 import sys
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 # libvips installs a no-op handler for its warnings at start-up when VIPS_WARNING is set; the
 # handler below sits in front of it until a window has had too many. It must be set before

@@ -26,10 +26,11 @@ import re
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx

@@ -43,8 +43,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator, Callable, Hashable
 from multiprocessing.connection import Connection
-from typing import Any, AsyncIterator, Callable, Hashable
+from typing import Any
 
 from .errors import ImageError
 from .pool import Observer, substitute
@@ -155,7 +156,7 @@ class _Task:
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     timeout: float | None
-    future: "asyncio.Future[Any]"
+    future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     key: Hashable | None
 
@@ -167,7 +168,7 @@ _STOP = object()
 class _Slot:
     """One worker process and the thread that supervises it."""
 
-    def __init__(self, pool: "ProcessPool", index: int) -> None:
+    def __init__(self, pool: ProcessPool, index: int) -> None:
         self.pool = pool
         self.index = index
         self.proc: subprocess.Popen[bytes] | None = None
@@ -178,7 +179,7 @@ class _Slot:
         self.rss = 0  # the process's RSS after its last job
         self._after: Callable[[], None] | None = None  # what to do once the job's caller has its answer
         self.keys: collections.OrderedDict[Hashable, None] = collections.OrderedDict()
-        self.tasks: "collections.deque[object]" = collections.deque()
+        self.tasks: collections.deque[object] = collections.deque()
         self.wake = threading.Condition()
         self.thread = threading.Thread(target=self._serve, name=f"imgopt-worker-{index}", daemon=True)
 
@@ -565,7 +566,7 @@ class ProcessPool:
             s.thread.join(timeout=30)
 
 
-def _retrieve(fut: "asyncio.Future[Any]") -> None:
+def _retrieve(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()
 
@@ -680,7 +681,7 @@ def worker_main(fd: int, parent: int) -> None:
         out: list[Any] = []
         if status == "ok":
             body = getattr(value, "body", None)
-            if isinstance(body, (bytes, bytearray)) and dataclasses.is_dataclass(value):
+            if isinstance(body, (bytes, bytearray)) and dataclasses.is_dataclass(value) and not isinstance(value, type):
                 if any(body is a for a in args):
                     value = dataclasses.replace(value, body=_SameAsInput())
                 elif len(body) > _INLINE:

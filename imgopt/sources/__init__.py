@@ -19,11 +19,11 @@ if TYPE_CHECKING:
 
 
 class Source(Protocol):
-    async def get(self, key: str, limit: int) -> "Original": ...
+    async def get(self, key: str, limit: int) -> Original: ...
     async def aclose(self) -> None: ...
 
 
-def open_source(settings: "Settings") -> Source | None:
+def open_source(settings: Settings) -> Source | None:
     """The source for ``--local-root`` when it is not a folder (a bucket URL), else None."""
     from ..objectstorage import BucketURL
 

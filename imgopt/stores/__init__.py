@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["Coordinator", "Store", "open_shared"]
 
 
-def open_shared(settings: "Settings") -> tuple[Store, Coordinator] | None:
+def open_shared(settings: Settings) -> tuple[Store, Coordinator] | None:
     from ..objectstorage import BucketURL
 
     if not isinstance(settings.cache, BucketURL):

@@ -23,10 +23,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from .. import metrics
-from ..cache import Coordinator, DiskStore, Entry, LocalCoordinator, MeteredStore, Store, TieredStore, decode_entry, encode_entry
+from ..cache import (
+    Coordinator,
+    DiskStore,
+    Entry,
+    LocalCoordinator,
+    MeteredStore,
+    Store,
+    TieredStore,
+    decode_entry,
+    encode_entry,
+)
 from ..config import Settings
 from ..objectstorage import BucketURL, connect, describe, is_missing
 from ..rediscache import LOCK_TTL, CircuitBreaker, RedisCoordinator, RedisStore, Unavailable
