@@ -33,6 +33,7 @@ CRASHED = "The image worker crashed while processing this image"
 # How long, and for how many originals, a crash is remembered (answered at once with 500).
 CRASH_MEMORY_SECONDS = 300.0
 CRASH_MEMORY_ENTRIES = 1024
+CRASH_STRIKES = 2  # crashes of one original before it is refused without a worker
 
 # Seconds between the first STALE answer for a key and the start of its background refresh.
 REFRESH_DELAY = 0.15
@@ -79,7 +80,8 @@ class ImageService:
         self._flights: SingleFlight[Entry] = SingleFlight()
         # Originals that crashed a worker: asked for again soon, they get the same 500 at once
         # instead of taking down (and restarting) another worker each time.
-        self._crashed: collections.OrderedDict[str, float] = collections.OrderedDict()
+        # original -> (crashes, until when they are remembered)
+        self._crashed: collections.OrderedDict[str, tuple[int, float]] = collections.OrderedDict()
 
     async def aclose(self) -> None:
         # The server has already given requests their drain time: what is still in flight now
@@ -162,7 +164,11 @@ class ImageService:
                     raise ImageError(504, "The image transform timed out") from None
                 except WorkerCrashed as e:
                     log.error("the image worker crashed while processing %s (%s)", req.href, e)
-                    self._crashed[fingerprint] = time.monotonic() + CRASH_MEMORY_SECONDS
+                    # One crash may not be the image's fault (a worker killed from outside, the
+                    # OOM killer under pressure from elsewhere): a second one in the window is.
+                    strikes = self._crashed.get(fingerprint, (0, 0.0))[0] + 1
+                    self._crashed[fingerprint] = (strikes, time.monotonic() + CRASH_MEMORY_SECONDS)
+                    self._crashed.move_to_end(fingerprint)
                     while len(self._crashed) > CRASH_MEMORY_ENTRIES:
                         self._crashed.popitem(last=False)
                     raise ImageError(500, CRASHED) from None
@@ -183,13 +189,16 @@ class ImageService:
 
 
     def _crashed_recently(self, fingerprint: str) -> bool:
-        until = self._crashed.get(fingerprint)
-        if until is None:
+        """Whether this original crashed a worker twice within CRASH_MEMORY_SECONDS: then it is
+        answered with the same 500 without reaching a worker again."""
+        seen = self._crashed.get(fingerprint)
+        if seen is None:
             return False
+        strikes, until = seen
         if until < time.monotonic():
             del self._crashed[fingerprint]
             return False
-        return True
+        return strikes >= CRASH_STRIKES
 
 
 def _source_id(req: ImageRequest, original: Original) -> str | None:
