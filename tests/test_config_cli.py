@@ -154,3 +154,20 @@ def test_bad_cache_url_does_not_echo_the_password():
     with pytest.raises(UsageError) as e:
         resolve_options(args, {})
     assert "s3cret" not in str(e.value) and "--cache" in str(e.value)
+
+
+def test_every_flag_and_images_key_is_documented() -> None:
+    """docs/configuration.md describes every `imgopt serve` option and every `images` key the
+    config accepts, so a new one cannot go unmentioned."""
+    from pathlib import Path
+
+    from imgopt import cli
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    missing = [f"--{flag}" for flag, _convert, _help in cli.OPTIONS if f"`--{flag}`" not in doc]
+    assert not missing, f"not in docs/configuration.md: {missing}"
+    for key in ("deviceSizes", "imageSizes", "qualities", "formats", "minimumCacheTTL", "remotePatterns", "domains",
+                "localPatterns", "dangerouslyAllowSVG", "contentSecurityPolicy", "contentDispositionType",
+                "maximumResponseBody", "maximumRedirects", "dangerouslyAllowLocalIP", "maximumDiskCacheSize",
+                "basePath", "trailingSlash", "unoptimized", "loader"):
+        assert f"`{key}`" in doc, key
