@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
 import hashlib
 import logging
 import time
@@ -39,6 +40,8 @@ CRASH_STRIKES = 2  # crashes of one original before it is refused without a work
 REFRESH_DELAY = 0.15
 # --fast-first: how long a WebP answered in place of a cold AVIF may be kept (browser and CDN).
 FAST_FIRST_MAX_AGE = 60
+# --fast-first: how often a deferred AVIF looks for a moment when no other image work waits.
+IDLE_POLL = 0.05
 
 
 @dataclass(frozen=True)
@@ -81,12 +84,17 @@ class ImageService:
         # Originals that crashed a worker: asked for again soon, they get the same 500 at once
         # instead of taking down (and restarting) another worker each time.
         # original -> (crashes, until when they are remembered)
+        # --fast-first: AVIFs to make with spare capacity, one at a time
+        self._deferred: dict[str, asyncio.Task[None]] = {}
+        self._background = asyncio.Semaphore(1)
         self._crashed: collections.OrderedDict[str, tuple[int, float]] = collections.OrderedDict()
 
     async def aclose(self) -> None:
         # The server has already given requests their drain time: what is still in flight now
         # (a refresh nobody waits for, the fetch of a request that was cancelled) gets a moment
         # to finish and is then cancelled, so shutdown never waits for a slow origin.
+        for task in list(self._deferred.values()):
+            task.cancel()
         await self._flights.drain(timeout=1.0)
         await self.fetcher.aclose()
         self.pool.shutdown()
@@ -112,15 +120,34 @@ class ImageService:
         return Served(fresh, "MISS")
 
     async def _fast_first(self, req: ImageRequest, key: str) -> Served:
-        """No AVIF of this variant yet: the AVIF encode (the slowest by far) starts in the
-        background, in the same single flight as an AVIF request, and this request is answered
-        with the WebP variant (from the cache, or made now) with a short max-age, so that
-        browsers and CDNs ask again soon and then get the AVIF."""
-        if key not in self._flights:
-            avif = self._flights.run(key, lambda: self.coordinator.run(key, None, lambda: self._produce(req, key, None)))
-            avif.add_done_callback(_quiet)
+        """No AVIF of this variant yet: this request is answered with the WebP variant (from the
+        cache, or made now) with a short max-age, so that browsers and CDNs ask again soon, and
+        the AVIF (the slowest encode by far) is made in the background with spare capacity."""
+        if key not in self._flights and key not in self._deferred:
+            task = asyncio.ensure_future(self._avif_when_idle(req, key))
+            self._deferred[key] = task
+            task.add_done_callback(functools.partial(self._undefer, key))
         fast = await self.get(dataclasses.replace(req, mime=req.fast_mime, fast_mime=""))
         return Served(fast.entry, "MISS", max_age=FAST_FIRST_MAX_AGE)
+
+    async def _avif_when_idle(self, req: ImageRequest, key: str) -> None:
+        """Make a deferred AVIF once no other image work is admitted, one at a time, so that it
+        never takes a worker a request is waiting for. Under sustained load it waits for a lull;
+        an AVIF request meanwhile makes it at once (the same single flight)."""
+        async with self._background:
+            while self.pool.admitted > 0:
+                await asyncio.sleep(IDLE_POLL)
+            if key in self._flights:
+                return  # an AVIF request is making it
+            if self.memory.get(key) is not None or await asyncio.to_thread(self.store.get, key) is not None:
+                return
+            try:
+                await self._flights.run(key, lambda: self.coordinator.run(key, None, lambda: self._produce(req, key, None)))
+            except Exception as e:  # noqa: BLE001 - a background refinement: the WebP was served
+                log.warning("deferred AVIF for %s failed: %s", req.href, e)
+
+    def _undefer(self, key: str, _task: asyncio.Task[None]) -> None:
+        self._deferred.pop(key, None)
 
     async def _refresh(self, req: ImageRequest, key: str, stale: Entry) -> Entry:
         """The background refresh of a stale entry, started after REFRESH_DELAY.

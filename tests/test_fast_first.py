@@ -90,3 +90,27 @@ def test_the_flag_and_its_variable(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "imgopt", "serve", "--fast-first", "maybe"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and "--fast-first: invalid value 'maybe'" in r.stderr
+
+
+def test_the_avif_waits_for_spare_capacity(root: Path, make_server: Any, tmp_path: Path) -> None:
+    """While other image work is admitted, the deferred AVIF does not take a worker; it is made
+    once the work is done."""
+    from test_isolation import HOOKS, in_background, marked, metric, wait_for
+
+    release = tmp_path / "release"
+    (root / "held.png").write_bytes(marked(f"IMGOPT-TEST-WAIT:{release};"))
+    srv = make_server(IMAGES, "--local-root", str(root), "--fast-first", "--workers", "2", env=HOOKS)
+    held, held_out = in_background(lambda: srv.get("/held.png", 64, 75))
+    wait_for(lambda: metric(srv, "imgopt_pool_running") == 1, "the held job on a worker")
+    url = f"{srv.url}/_next/image?url=%2Fa.jpg&w=640&q=75"
+    first = httpx.get(url, headers={"Accept": CHROME}, timeout=60)
+    assert first.headers["content-type"] == "image/webp"
+    again = httpx.get(url, headers={"Accept": CHROME}, timeout=60)  # still no AVIF: WebP again
+    assert again.headers["content-type"] == "image/webp" and again.headers["x-nextjs-cache"] == "MISS"
+    assert transforms(srv.url).get("avif", 0) == 0
+    release.write_bytes(b"")
+    held.join(30)
+    assert held_out and held_out[0].status_code == 200
+    wait_for(lambda: transforms(srv.url).get("avif", 0) == 1, "the deferred AVIF")
+    later = httpx.get(url, headers={"Accept": CHROME}, timeout=60)
+    assert later.headers["content-type"] == "image/avif" and later.headers["x-nextjs-cache"] == "HIT"
