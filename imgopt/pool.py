@@ -58,7 +58,27 @@ def _set_started(started: asyncio.Future[None]) -> None:
         started.set_result(None)
 
 
-class WorkerPool:
+class Admission:
+    """``workers + queue`` places for whole misses (fetch and transform); one more gets a 503
+    with Retry-After at once instead of a growing queue. Shared by both kinds of pool."""
+
+    admitted = 0  # misses in progress: running or waiting for a worker
+    capacity = 0
+
+    @contextlib.asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        if self.admitted >= self.capacity:
+            raise ImageError(
+                503, "imgopt is busy: too many images are being processed, retry shortly", retry_after=1
+            )
+        self.admitted += 1
+        try:
+            yield
+        finally:
+            self.admitted -= 1
+
+
+class WorkerPool(Admission):
     """Image work on threads of the server process (``--isolation thread``)."""
 
     isolation = "thread"
@@ -77,18 +97,6 @@ class WorkerPool:
         self._lock = threading.Lock()  # running/started change on the worker threads
         self._memo = memo
         self._observe = observe
-
-    @contextlib.asynccontextmanager
-    async def admit(self) -> AsyncIterator[None]:
-        if self.admitted >= self.capacity:
-            raise ImageError(
-                503, "imgopt is busy: too many images are being processed, retry shortly", retry_after=1
-            )
-        self.admitted += 1
-        try:
-            yield
-        finally:
-            self.admitted -= 1
 
     async def run(self, fn: Callable[..., T], *args: Any, timeout: float | None = None,
                   key: Any = None) -> T:

@@ -43,12 +43,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Hashable
+from collections.abc import Callable, Hashable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from .errors import ImageError
-from .pool import Observer, substitute
+from .pool import Admission, Observer, substitute
 
 log = logging.getLogger("imgopt")
 
@@ -409,7 +408,7 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: 
         pass
 
 
-class ProcessPool:
+class ProcessPool(Admission):
     """The WorkerPool interface (admit, run, counters, shutdown) over worker processes."""
 
     isolation = "process"
@@ -445,18 +444,6 @@ class ProcessPool:
         self._closed = False
         for s in self._slots:  # each starts its worker now: the first request does not wait
             s.thread.start()
-
-    @contextlib.asynccontextmanager
-    async def admit(self) -> AsyncIterator[None]:
-        if self.admitted >= self.capacity:
-            raise ImageError(
-                503, "imgopt is busy: too many images are being processed, retry shortly", retry_after=1
-            )
-        self.admitted += 1
-        try:
-            yield
-        finally:
-            self.admitted -= 1
 
     async def _acquire(self, key: Hashable | None) -> _Slot:
         if self._idle and not self._waiters:
