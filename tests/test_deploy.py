@@ -1,5 +1,5 @@
-"""The Dockerfile and deploy/kubernetes/ checked statically (no Docker or
-cluster here), against the code they configure: env names are real `imgopt serve` options,
+"""The Dockerfile and deploy/kubernetes/ checked statically (no cluster here; the image itself is
+built and run by tests/test_container.py), against the code they configure: env names are real `imgopt serve` options,
 values pass the CLI's own validation, ports, probes, labels and selectors line up, and the
 image's HEALTHCHECK command really reports a live server healthy.
 """
