@@ -42,9 +42,11 @@ from imagecorpus import build_corpus  # noqa: E402
 from origin import Origin  # noqa: E402
 from seaweed import SeaweedFS  # noqa: E402
 
-from imgopt.cache import DiskStore, Entry, MemoryTier  # noqa: E402
+from imgopt.cache import Entry  # noqa: E402
+from imgopt.stores.disk import DiskStore  # noqa: E402
+from imgopt.stores.memory import MemoryTier  # noqa: E402
 from imgopt.objectstorage import BucketURL  # noqa: E402
-from imgopt.rediscache import RedisStore  # noqa: E402
+from imgopt.stores.redis import RedisStore  # noqa: E402
 from imgopt.stores.bucket import BucketStore  # noqa: E402
 
 BUCKET = "bench-cache"

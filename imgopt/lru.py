@@ -1,6 +1,6 @@
 """A least-recently-used map bounded by the total size of its values in bytes.
 
-Shared by the in-memory cache tier (encoded responses, imgopt/cache.py) and the memo of resized
+Shared by the in-memory cache tier (encoded responses, imgopt/stores/memory.py) and the memo of resized
 pixels (imgopt/transform.py): each gives the size of a value and the share of the budget one
 value may take at most (larger values are not kept, so one cannot crowd out the rest).
 """

@@ -17,15 +17,15 @@ import time
 from dataclasses import dataclass
 
 from . import extensions, logs, malloc, metrics, placeholder, transform
-from .cache import Entry, MemoryTier, cache_key, get_max_age
+from .cache import Entry, cache_key, get_max_age
 from .config import Settings
 from .errors import ImageError
 from .fetch import Fetcher, Original, b64url
 from .params import ImageRequest
 from .pool import DEADLINE, MEMO, SingleFlight, WorkerPool
-from .rediscache import open_cache
 from .sources import open_source
-from .stores import open_shared
+from .stores import open_store
+from .stores.memory import MemoryTier
 from .workers import MemoStats, ProcessPool, WorkerCrashed
 
 log = logging.getLogger("imgopt")
@@ -76,7 +76,7 @@ class ImageService:
         self.fetcher = Fetcher(settings, open_source(settings))
         # The store (disk, Redis or a bucket, or a local tier in front of one) and who produces a
         # missing entry (here, or a replica).
-        self.store, self.coordinator = open_shared(settings) or open_cache(settings)
+        self.store, self.coordinator = open_store(settings)
         # The hot tier is part of the cache: no cache (size 0) means none in memory either.
         no_cache = settings.cache == "disk" and settings.cache_size == 0
         self.memory = MemoryTier(0 if no_cache else settings.memory_cache_size)

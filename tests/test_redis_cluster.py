@@ -21,9 +21,10 @@ import pytest
 
 from cluster import Cluster, RedisServer, image, metric
 from imgopt import cli
-from imgopt.cache import Entry, TieredStore, DiskStore, decode_entry, encode_entry
+from imgopt.cache import Entry, TieredStore, decode_entry, encode_entry
+from imgopt.stores.disk import DiskStore
 from imgopt.errors import ImageError
-from imgopt.rediscache import GRACE, LOCK_TTL, CircuitBreaker, RedisCoordinator, RedisStore, _k, redis_ttl_ms
+from imgopt.stores.redis import GRACE, LOCK_TTL, CircuitBreaker, RedisCoordinator, RedisStore, _k, redis_ttl_ms
 
 
 def total(cluster: Cluster, name: str, **labels: str) -> float:

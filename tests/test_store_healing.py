@@ -258,7 +258,8 @@ def test_damage_met_while_running_is_healed_in_place(tmp_path):
     import threading
     import time
 
-    from imgopt.cache import DiskStore, Entry
+    from imgopt.cache import Entry
+    from imgopt.stores.disk import DiskStore
 
     store = DiskStore(tmp_path / "c", 1 << 20)
     entry = Entry(b"x" * 100, "image/webp", '"e"', "u", 60, time.time() + 60)

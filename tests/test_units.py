@@ -187,7 +187,7 @@ def test_parse_request_never_crashes(params, accept):
 
 
 def test_memory_tier_is_bounded_and_lru():
-    from imgopt.cache import MemoryTier
+    from imgopt.stores.memory import MemoryTier
 
     def entry(n: int) -> Entry:
         return Entry(b"x" * n, "image/webp", '"e"', "u", 60, 1e12)

@@ -12,7 +12,7 @@ that is down or frozen makes reads misses and writes skipped, the replica serves
 (with its ``--cache-tier disk`` first tier, if any) and ``/healthz`` says ``degraded``.
 
 One transform per variant across replicas (``--lock redis://…``): the lock, its fencing token
-and the shared error note live in Redis, exactly as :class:`imgopt.rediscache.RedisCoordinator`
+and the shared error note live in Redis, exactly as :class:`imgopt.stores.redis.RedisCoordinator`
 keeps them; only the entry is read from the bucket. The owner writes the object before it
 releases the lock, and a waiter reads the bucket only once the lock is gone, so it finds the
 entry. Without ``--lock`` each replica transforms a missing variant once (single flight inside
@@ -29,7 +29,6 @@ from typing import Any, TypeVar
 from .. import metrics
 from ..cache import (
     Coordinator,
-    DiskStore,
     Entry,
     LocalCoordinator,
     MeteredStore,
@@ -40,7 +39,8 @@ from ..cache import (
 )
 from ..config import Settings
 from ..objectstorage import BucketURL, connect, describe, is_missing
-from ..rediscache import LOCK_TTL, CircuitBreaker, RedisCoordinator, RedisStore, Unavailable
+from .disk import DiskStore
+from .redis import LOCK_TTL, CircuitBreaker, RedisCoordinator, RedisStore, Unavailable
 
 log = logging.getLogger("imgopt.stores")
 

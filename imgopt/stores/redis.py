@@ -34,21 +34,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import metrics
-from .cache import (
-    Coordinator,
-    DiskStore,
+from .. import metrics
+from ..cache import (
     Entry,
-    LocalCoordinator,
-    MeteredStore,
-    NullStore,
-    Store,
-    TieredStore,
     decode_entry,
     encode_entry,
 )
-from .config import Settings
-from .errors import ImageError
+from ..errors import ImageError
 
 log = logging.getLogger("imgopt.redis")
 
@@ -390,22 +382,3 @@ class RedisCoordinator:
         except Unavailable:
             return {"status": "degraded", "cache": "redis unreachable"}
         return {"status": "ok", "cache": "redis"}
-
-
-def open_cache(settings: Settings) -> tuple[Store, Coordinator]:
-    """The store and coordinator for ``--cache`` / ``--cache-tier`` (disk unless a Redis URL).
-
-    disk:                 DiskStore in --cache-dir (NullStore when --cache-size is 0)
-    redis://…:            RedisStore alone
-    redis://… + tier disk: DiskStore (first tier) in front of RedisStore
-    """
-    disk: Store | None = None
-    if settings.cache_size > 0 and (settings.cache == "disk" or settings.cache_tier == "disk"):
-        disk = MeteredStore(DiskStore(settings.cache_dir, settings.cache_size), "disk")
-    if settings.cache == "disk":
-        return (disk if disk is not None else NullStore()), LocalCoordinator("disk" if disk is not None else "none")
-    assert isinstance(settings.cache, str)  # a bucket --cache is opened by imgopt.stores
-    shared = RedisStore(settings.cache, settings.redis_timeout)
-    coordinator = RedisCoordinator(shared, settings.fetch_timeout + settings.transform_timeout + LOCK_TTL + 2)
-    far = MeteredStore(shared, "redis")
-    return (TieredStore(disk, far) if disk is not None else far), coordinator
