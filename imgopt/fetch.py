@@ -1,42 +1,30 @@
-"""Fetching originals: local files, the site's origin, and allowed remote URLs.
+"""What every source of originals shares (imgopt/sources has a module per source).
 
-Every path ends in an :class:`Original` or an :class:`ImageError` with the status a client
-should see. Remote fetches connect only to addresses :mod:`imgopt.netguard` has checked (the
-check runs inside the connection step, so DNS cannot change between check and connect),
-follow redirects by hand (each hop checked against the patterns again), decode
-Content-Encoding themselves in bounded steps and count the *decoded* bytes against
-``maximumResponseBody``.
+:class:`Original`, and for HTTP: the transports (with the address guard of :mod:`imgopt.netguard`
+inside the connection step, so DNS cannot change between check and connect; one retry of a GET
+on a kept-alive connection that turned out dead), Content-Encoding decoded in bounded steps with
+the *decoded* bytes counted against ``maximumResponseBody``; for files and buckets:
+:func:`local_key`, the one check that keeps a local url under its root.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import contextvars
 import hashlib
-import os
-import stat
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-import ada_url
 import httpcore
 import httpx
 
 from . import netguard
-from .config import ImagesConfig, Settings
-from .errors import INTERNAL_INVALID, NOT_ALLOWED, UPSTREAM_INVALID, UPSTREAM_TIMEOUT, ImageError
-from .params import ImageRequest, RemoteURL, parse_remote_url, split_local, strict_unquote
-from .patterns import has_remote_match
+from .errors import NOT_ALLOWED, UPSTREAM_INVALID, ImageError
+from .params import RemoteURL, split_local, strict_unquote
 
-if TYPE_CHECKING:
-    from .sources import Source
-
-_REDIRECTS = {301, 302, 303, 307, 308}
+REDIRECTS = {301, 302, 303, 307, 308}
 _REQUEST_HEADERS = {
     "accept": "*/*",
     "accept-encoding": "gzip, deflate",
@@ -75,7 +63,7 @@ def _count_connection() -> None:
         counter[0] += 1
 
 
-class _CountingBackend(httpcore.AnyIOBackend):
+class CountingBackend(httpcore.AnyIOBackend):
     async def connect_tcp(self, *args, **kwargs):
         _count_connection()
         return await super().connect_tcp(*args, **kwargs)
@@ -109,7 +97,7 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-def _wire_url(url: RemoteURL) -> httpx.URL:
+def wire_url(url: RemoteURL) -> httpx.URL:
     """The URL handed to httpx, which must mean the same host as ada's parse (the one the
     patterns matched): a host httpx would spell differently, or cannot represent, is refused."""
     try:
@@ -121,7 +109,7 @@ def _wire_url(url: RemoteURL) -> httpx.URL:
     return wire
 
 
-def _location(resp: httpx.Response) -> str:
+def location(resp: httpx.Response) -> str:
     """The Location header as fetch reads it (bytes as Latin-1)."""
     return next((v.decode("latin-1").strip() for k, v in resp.headers.raw if k.lower() == b"location"), "")
 
@@ -177,7 +165,7 @@ class _ClosingStream(httpx.AsyncByteStream):
             await self._transport.aclose()
 
 
-def _transport(backend: Callable[[], httpcore.AsyncNetworkBackend]) -> RetryOnStaleConnection:
+def transport(backend: Callable[[], httpcore.AsyncNetworkBackend]) -> RetryOnStaleConnection:
     """httpx's transport without its client: no redirect handling (the fetcher follows them
     itself, and httpx would parse every Location with its own rules) and no per-step timeouts
     (its default is 5 s): --fetch-timeout bounds the whole fetch."""
@@ -191,7 +179,7 @@ def _transport(backend: Callable[[], httpcore.AsyncNetworkBackend]) -> RetryOnSt
 
 
 @contextlib.asynccontextmanager
-async def _get(transport: httpx.AsyncBaseTransport, url: httpx.URL | str) -> AsyncIterator[httpx.Response]:
+async def get(transport: httpx.AsyncBaseTransport, url: httpx.URL | str) -> AsyncIterator[httpx.Response]:
     resp = await transport.handle_async_request(httpx.Request("GET", url, headers=_REQUEST_HEADERS))
     try:
         yield resp
@@ -199,7 +187,7 @@ async def _get(transport: httpx.AsyncBaseTransport, url: httpx.URL | str) -> Asy
         await resp.aclose()
 
 
-class _Decoder:
+class Decoder:
     """Content-Encoding decoding in bounded steps, so a small bomb never expands at once.
 
     ``feed`` is a generator of pieces of at most 64 KiB each; the reader counts every piece
@@ -254,7 +242,7 @@ class _Decoder:
             raise ImageError(502, f"{UPSTREAM_INVALID} (bad {self._codings[i]} encoding)") from None
 
 
-async def _read_limited(chunks: AsyncIterator[bytes], decoder: _Decoder, limit: int, message: str) -> bytes:
+async def read_limited(chunks: AsyncIterator[bytes], decoder: Decoder, limit: int, message: str) -> bytes:
     """Read and decode a body, failing with 413 the moment it passes `limit` decoded bytes."""
     buf = bytearray()
     async for raw in chunks:
@@ -291,143 +279,12 @@ def local_key(url: str, base_path: str) -> str:
     return "/".join(p for p in parts if p)
 
 
-class Fetcher:
-    """Gets originals for validated requests."""
-
-    def __init__(self, settings: Settings, local: Source | None = None) -> None:
-        self._settings = settings
-        self._local = local  # a bucket (imgopt/sources) instead of the --local-root folder
-        self._cfg: ImagesConfig = settings.images
-        allow_private = settings.images.dangerously_allow_local_ip
-        self._remote = _transport(lambda: GuardedBackend(allow_private))
-        self._origin = _transport(_CountingBackend) if settings.origin else None
-
-    async def aclose(self) -> None:
-        await self._remote.aclose()
-        if self._local is not None:
-            await self._local.aclose()
-        if self._origin is not None:
-            await self._origin.aclose()
-
-    async def fetch(self, req: ImageRequest) -> Original:
-        try:
-            async with asyncio.timeout(self._settings.fetch_timeout):
-                if req.remote is not None:
-                    return await self._fetch_remote(req.remote)
-                if self._local is not None:
-                    return await self._local.get(local_key(req.href, self._cfg.base_path), self._cfg.maximum_response_body)
-                if self._settings.local_root is not None:
-                    return await asyncio.to_thread(self._read_local, req.href)
-                if self._origin is not None:
-                    return await self._fetch_origin(req.href)
-        except (TimeoutError, httpx.TimeoutException):
-            raise ImageError(504, UPSTREAM_TIMEOUT) from None
-        raise ImageError(
-            400,
-            '"url" parameter is a local path, but imgopt has no --local-root or --origin to read it from',
-        )
-
-    # -- local files -------------------------------------------------------------------------
-
-    def _read_local(self, url: str) -> Original:
-        root = self._settings.local_root
-        assert isinstance(root, Path)
-        root_real = Path(os.path.realpath(root))
-        target = Path(os.path.realpath(root_real.joinpath(*local_key(url, self._cfg.base_path).split("/"))))
-        if target != root_real and root_real not in target.parents:
-            raise ImageError(400, NOT_ALLOWED)  # a symlink that leads out of the root
-        limit = self._cfg.maximum_response_body
-        try:
-            fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-        except OSError:
-            raise ImageError(404, INTERNAL_INVALID) from None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise ImageError(404, INTERNAL_INVALID)
-            if st.st_size > limit:
-                raise ImageError(413, INTERNAL_INVALID)
-            with os.fdopen(fd, "rb", closefd=False) as f:
-                body = f.read(limit + 1)
-        finally:
-            os.close(fd)
-        if len(body) > limit:
-            raise ImageError(413, INTERNAL_INVALID)
-        if not body:
-            raise ImageError(400, INTERNAL_INVALID)
-        return Original(body, None, None, upstream_etag(None, body))
-
-    # -- the site's origin -------------------------------------------------------------------
-
-    async def _fetch_origin(self, url: str) -> Original:
-        assert self._origin is not None and self._settings.origin is not None
-        target = self._settings.origin.rstrip("/") + url
-        try:
-            async with _get(self._origin, target) as resp:
-                if not 200 <= resp.status_code <= 299:
-                    status = resp.status_code if 400 <= resp.status_code < 500 else 502
-                    raise ImageError(status, INTERNAL_INVALID)
-                body = await _read_limited(
-                    resp.aiter_raw(), _Decoder(resp.headers.get("content-encoding")),
-                    self._cfg.maximum_response_body, INTERNAL_INVALID,
-                )
-                return self._original(resp, body)
-        except httpx.TimeoutException:
-            raise
-        except httpx.HTTPError as e:
-            raise ImageError(502, f"{INTERNAL_INVALID} ({type(e).__name__})") from None
-
-    # -- remote URLs -------------------------------------------------------------------------
-
-    async def _fetch_remote(self, url: RemoteURL) -> Original:
-        redirects_left = self._cfg.maximum_redirects
-        while True:
-            try:
-                async with _get(self._remote, _wire_url(url)) as resp:
-                    location = _location(resp)
-                    if resp.status_code in _REDIRECTS and location:
-                        if redirects_left == 0:
-                            raise ImageError(508, UPSTREAM_INVALID)
-                        url = self._next_hop(url, location)
-                        redirects_left -= 1
-                        continue
-                    if not 200 <= resp.status_code <= 299:
-                        status = resp.status_code if 400 <= resp.status_code < 500 else 502
-                        raise ImageError(status, UPSTREAM_INVALID)
-                    body = await _read_limited(
-                        resp.aiter_raw(), _Decoder(resp.headers.get("content-encoding")),
-                        self._cfg.maximum_response_body, UPSTREAM_INVALID,
-                    )
-                    return self._original(resp, body)
-            except netguard.ForbiddenAddress:
-                raise ImageError(400, NOT_ALLOWED) from None
-            except netguard.InvalidHost as e:
-                raise ImageError(400, f'"url" parameter is invalid (its host cannot be fetched: {e.reason})') from None
-            except netguard.ResolveError:
-                raise ImageError(502, f"{UPSTREAM_INVALID} (host could not be resolved)") from None
-            except httpx.TimeoutException:
-                raise
-            except httpx.HTTPError as e:
-                raise ImageError(502, f"{UPSTREAM_INVALID} ({type(e).__name__})") from None
-
-    def _next_hop(self, current: RemoteURL, location: str) -> RemoteURL:
-        """``new URL(location, current)``, as fetch follows a redirect; checked like the url."""
-        try:
-            nxt = parse_remote_url(ada_url.join_url(current.href, location))
-        except (ValueError, ImageError) as e:
-            if isinstance(e, ImageError) and e.message == NOT_ALLOWED:  # userinfo in the Location
-                raise
-            raise ImageError(502, f"{UPSTREAM_INVALID} (bad redirect location)") from None
-        if not has_remote_match(self._cfg.domains, self._cfg.remote_patterns, nxt):
-            raise ImageError(400, NOT_ALLOWED)
-        return nxt
-
-    @staticmethod
-    def _original(resp: httpx.Response, body: bytes) -> Original:
-        return Original(
-            body=body,
-            content_type=resp.headers.get("content-type"),
-            cache_control=resp.headers.get("cache-control"),
-            etag=upstream_etag(resp.headers.get("etag"), body),
-            weak_etag=(resp.headers.get("etag") or "").lstrip().startswith(("W/", "w/")),
-        )
+def original_from(resp: httpx.Response, body: bytes) -> Original:
+    """The Original of an HTTP response's decoded body: its type, TTL and validators."""
+    return Original(
+        body=body,
+        content_type=resp.headers.get("content-type"),
+        cache_control=resp.headers.get("cache-control"),
+        etag=upstream_etag(resp.headers.get("etag"), body),
+        weak_etag=(resp.headers.get("etag") or "").lstrip().startswith(("W/", "w/")),
+    )

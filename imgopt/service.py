@@ -20,10 +20,10 @@ from . import extensions, logs, malloc, metrics, placeholder, transform
 from .cache import Entry, cache_key, get_max_age
 from .config import Settings
 from .errors import ImageError
-from .fetch import Fetcher, Original, b64url
+from .fetch import Original, b64url
 from .params import ImageRequest
 from .pool import DEADLINE, MEMO, SingleFlight, WorkerPool
-from .sources import open_source
+from .sources import Fetcher
 from .stores import open_store
 from .stores.memory import MemoryTier
 from .workers import MemoStats, ProcessPool, WorkerCrashed
@@ -73,7 +73,7 @@ class ImageService:
                 libvips_threads=transform.libvips_threads(settings.workers),
             )
             self.resized = self.pool.memo
-        self.fetcher = Fetcher(settings, open_source(settings))
+        self.fetcher = Fetcher(settings)
         # The store (disk, Redis or a bucket, or a local tier in front of one) and who produces a
         # missing entry (here, or a replica).
         self.store, self.coordinator = open_store(settings)

@@ -6,7 +6,7 @@ Two layers of tests:
   (``{"hostname": "**"}``), so the address guard, not the pattern check, is what must refuse.
   Every attack URL spells an address that lands on 127.0.0.1, where the hostile origin
   listens: if the guard let one through, the origin's hit counter would show it.
-* In-process against the real :class:`imgopt.fetch.Fetcher` for what cannot be staged over
+* In-process against the real :class:`imgopt.sources.Fetcher` for what cannot be staged over
   HTTP on one loopback-only machine: a redirect *from an allowed public host* to a private
   one, non-loopback private ranges, and DNS rebinding. Two test aids are installed there, and
   nothing else is replaced:
@@ -33,6 +33,7 @@ import httpcore
 import pytest
 
 from imgopt import fetch as fetch_mod
+from imgopt.sources import Fetcher
 from imgopt import netguard
 from imgopt.config import Settings, parse_images_config
 from imgopt.errors import NOT_ALLOWED, UPSTREAM_INVALID, ImageError
@@ -264,8 +265,8 @@ class Harness:
 
     def fetch(self, url: str) -> tuple[int, Tripwire, bytes | str]:
         async def go():
-            f = fetch_mod.Fetcher(self.settings)
-            guard = f._remote._pool._pool._network_backend  # the retrying transport's pool
+            f = Fetcher(self.settings)
+            guard = f.remote.transport._pool._pool._network_backend  # the retrying transport's pool
             assert isinstance(guard, fetch_mod.GuardedBackend)
             wire = Tripwire(guard._inner)
             guard._inner = wire

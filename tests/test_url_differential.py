@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from imgopt.config import parse_images_config
 from imgopt.errors import ImageError
-from imgopt.fetch import _wire_url
+from imgopt.fetch import wire_url
 from imgopt.params import parse_remote_url, parse_request
 
 NODE_URL = r"""
@@ -292,7 +292,7 @@ def test_what_is_sent_is_what_was_parsed(node):
         except ImageError:
             continue
         try:
-            wire = _wire_url(remote)
+            wire = wire_url(remote)
         except ImageError as e:
             assert e.status == 400 and "cannot be fetched" in e.message, (url, e)
             continue

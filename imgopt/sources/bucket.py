@@ -13,18 +13,23 @@ from __future__ import annotations
 import logging
 
 from ..errors import INTERNAL_INVALID, ImageError
-from ..fetch import Original, upstream_etag
+from ..fetch import Original, local_key, upstream_etag
 from ..objectstorage import BucketURL, connect, describe, is_missing, is_refused
+from ..params import ImageRequest
 
 log = logging.getLogger("imgopt.sources")
 
 
 class BucketSource:
-    def __init__(self, url: BucketURL, timeout: float) -> None:
+    def __init__(self, url: BucketURL, timeout: float, base_path: str = "") -> None:
         self.url = url
+        self.base_path = base_path
         self._store = connect(url, timeout, retries=1)
 
-    async def get(self, key: str, limit: int) -> Original:
+    async def get(self, req: ImageRequest, limit: int) -> Original:
+        return await self.get_key(local_key(req.href, self.base_path), limit)
+
+    async def get_key(self, key: str, limit: int) -> Original:
         import obstore
         from obstore.exceptions import InvalidPathError
 
