@@ -176,11 +176,11 @@ def test_credentials_refused_at_request_time_is_a_502_with_the_reason(seaweed, m
         monkeypatch.setenv(k, v)
     source = BucketSource(BucketURL("s3", "originals", "site"), timeout=5)
     with pytest.raises(ImageError) as e:
-        asyncio.run(source.get("ok.png", LIMIT))
+        asyncio.run(source.get_key("ok.png", LIMIT))
     assert e.value.status == 502
     assert e.value.message.startswith(INTERNAL_INVALID + " (bucket: access denied (SignatureDoesNotMatch)")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", seaweed.secret_key)
-    good = asyncio.run(BucketSource(BucketURL("s3", "originals", "site"), timeout=5).get("ok.png", LIMIT))
+    good = asyncio.run(BucketSource(BucketURL("s3", "originals", "site"), timeout=5).get_key("ok.png", LIMIT))
     assert good.body == png((200, 10, 10)) and good.etag
 
 
