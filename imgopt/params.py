@@ -374,7 +374,7 @@ class RequestMemo:
     """``parse_request`` remembered for repeated (query, Accept) pairs.
 
     Validation is a pure function of the query, the Accept header and the config, and it is
-    the costliest step of a cache hit (~160 us with remotePatterns, issue #5), so a hot URL is
+    the costliest step of a cache hit (~160 us with remotePatterns), so a hot URL is
     parsed once. Only valid requests are kept (errors are parsed each time), inputs longer than
     a normal URL are never kept, and the memo holds at most ``size`` entries (oldest dropped).
     """

@@ -102,7 +102,7 @@ class WorkerPool(Admission):
                   key: Any = None) -> T:
         """Run ``fn(*args)`` on a worker thread.
 
-        With ``timeout`` (issue #4), the clock starts when a worker picks the job up, not
+        With ``timeout``, the clock starts when a worker picks the job up, not
         when it is queued: an argument given as :data:`DEADLINE` becomes
         ``time.monotonic() + timeout`` at that moment (the transform's own deadline), and the
         caller gives up with TimeoutError 2 s after it (a backstop, should the work not stop).
@@ -141,7 +141,7 @@ class WorkerPool(Admission):
             await asyncio.wait([started, fut], return_when=asyncio.FIRST_COMPLETED)
             return await asyncio.wait_for(asyncio.shield(fut), timeout + 2)
         except (asyncio.CancelledError, TimeoutError):
-            # Issue #4: the caller gave up (client gone, or the backstop fired). A job still
+            # The caller gave up (client gone, or the backstop fired). A job still
             # waiting for a thread is dropped; a running one cannot be stopped from outside,
             # so its place stays taken until the worker is really free: admission never lets
             # more work in than there are workers and queue places.

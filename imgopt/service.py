@@ -174,7 +174,7 @@ class ImageService:
                               time.time() + max_age)
             else:
                 try:
-                    # Issue #4: the deadline (and the pool's backstop) start when a worker
+                    # The deadline (and the pool's backstop) start when a worker
                     # picks the job up, so time spent queued is not taken from the transform.
                     source_id = _source_id(req, original)
                     fingerprint = f"{req.href}\x00{len(original.body)}\x00{original.etag}"

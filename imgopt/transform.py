@@ -4,7 +4,7 @@
 in the style of imgproxy's pipeline: decide (reject / pass through / transform), check the
 pixel count from the header, load with shrink-on-load, normalise colour, encode.
 
-Encoder settings (start from Next.js's, so output is comparable; see issue #5 for tuning):
+Encoder settings (start from Next.js's, so output is comparable; see benchmarks/FRONTIER.md for tuning):
 * AVIF: quality ``round(q*50/80)`` and effort 3, exactly Next's mapping, with 4:2:0 chroma and
   libaom tuned for SSIM (see ``ENCODERS``). Effort 4 (libvips's default) costs ~3.5x the CPU.
 * WebP: quality q, effort 4, libvips defaults as in sharp.
@@ -46,7 +46,7 @@ def libvips_threads(workers: int, cpus: int | None = None) -> int:
 
     With as many workers as cores (the default), each image runs on one libvips thread, as
     Next.js sets sharp's concurrency to cores/2 on a small machine. Measured on the cold job mix
-    (benchmarks, issue #5), 2 workers on 2 cores: 0.93x the CPU and lower peak RSS than libvips's
+    (benchmarks), 2 workers on 2 cores: 0.93x the CPU and lower peak RSS than libvips's
     default of one thread per core in every pipeline. libaom keeps its own threads for AVIF.
     """
     return max(1, (cpus or os.cpu_count() or 1) // max(1, workers))
@@ -322,7 +322,7 @@ def _heif_tune_supported(tune: str) -> bool:
 #   q=90: 0.902, 0.67, +0.0004, -0.0052
 # ("iq" with 4:2:0, imgopt's previous default: bytes 0.96-0.97, CPU 0.84-0.89, SSIM-Y +0.000,
 # SSIM-RGB -0.003 to -0.004). libaom's authors report "iq" as perceptually better on some
-# metrics (SSIMULACRA 2, Butteraugli); issue #5 judges by SSIM, and AVIF is most of the CPU
+# metrics (SSIMULACRA 2, Butteraugli); the quality bar is SSIM, and AVIF is most of the CPU
 # of a cold run, so imgopt takes "ssim". IMGOPT_AVIF_TUNE=iq restores the libvips default.
 AVIF_TUNE = os.environ.get("IMGOPT_AVIF_TUNE", "ssim")
 _AVIF_EXTRA: dict[str, str] = {"tune": AVIF_TUNE} if AVIF_TUNE and _heif_tune_supported(AVIF_TUNE) else {}
@@ -353,7 +353,7 @@ ENCODERS: dict[str, Callable[[pyvips.Image, int], bytes]] = {
     # CPU on real photos. Dither 0.5 was larger with lower SSIM on every set.
     PNG: lambda img, q: img.pngsave_buffer(palette=True, Q=q, effort=5, dither=0.25, compression=6, keep="none"),
     GIF: lambda img, q: img.gifsave_buffer(keep="none"),
-    # Security fix (issue #4): compressed. Uncompressed, a tall flat TIFF of a few hundred KB
+    # Security fix: compressed. Uncompressed, a tall flat TIFF of a few hundred KB
     # within the pixel limit (1000x268000) came back as a 268-800 MB buffer per request.
     TIFF: lambda img, q: img.tiffsave_buffer(keep="none", compression="deflate", predictor="horizontal"),
 }
@@ -370,7 +370,7 @@ def _watch(img: pyvips.Image, deadline: float) -> None:
     img.signal_connect("eval", on_eval)
 
 
-# Security fix (issue #4): the deadline kill (_watch) only acts while libvips computes pixels.
+# Security fix: the deadline kill (_watch) only acts while libvips computes pixels.
 # These encoders first collect the whole image and then make one long library call (libaom,
 # libwebp, libimagequant, cgif) that nothing can interrupt, so a tall input within the pixel
 # limit (say 1000x60000 to AVIF: ~25 s here) would hold a worker far past the deadline. Before
@@ -401,7 +401,7 @@ class ResizedMemo(BytesLRU[tuple[str, int], pyvips.Image]):
 
     One original at one width is wanted in several formats (AVIF, WebP, the original type): a
     CDN that varies on Accept asks for each. Decoding and resizing is about 30% of a cold
-    transform's CPU (issue #5), so the resized pixels are kept and the next format of the same
+    transform's CPU, so the resized pixels are kept and the next format of the same
     original and width only encodes. Keyed by the caller's id of the exact original bytes (the
     url and the upstream ETag or content hash) and the width; one per worker process (each with
     a share of the budget), or one shared by the worker threads.
