@@ -279,6 +279,15 @@ def local_key(url: str, base_path: str) -> str:
     return "/".join(p for p in parts if p)
 
 
+async def read_original(resp: httpx.Response, limit: int, message: str) -> Original:
+    """A final (non-redirect) response as an Original: a 2xx body decoded and read within
+    ``limit``; a 4xx keeps its status, anything else is a 502, with ``message``."""
+    if not 200 <= resp.status_code <= 299:
+        raise ImageError(resp.status_code if 400 <= resp.status_code < 500 else 502, message)
+    body = await read_limited(resp.aiter_raw(), Decoder(resp.headers.get("content-encoding")), limit, message)
+    return original_from(resp, body)
+
+
 def original_from(resp: httpx.Response, body: bytes) -> Original:
     """The Original of an HTTP response's decoded body: its type, TTL and validators."""
     return Original(

@@ -81,12 +81,12 @@ class ImageService:
         no_cache = settings.cache == "disk" and settings.cache_size == 0
         self.memory = MemoryTier(0 if no_cache else settings.memory_cache_size)
         self._flights: SingleFlight[Entry] = SingleFlight()
-        # Originals that crashed a worker: asked for again soon, they get the same 500 at once
-        # instead of taking down (and restarting) another worker each time.
-        # original -> (crashes, until when they are remembered)
         # --fast-first: AVIFs to make with spare capacity, one at a time
         self._deferred: dict[str, asyncio.Task[None]] = {}
         self._background = asyncio.Semaphore(1)
+        # Originals that crashed a worker: asked for again soon, they get the same 500 at once
+        # instead of taking down (and restarting) another worker each time.
+        # original -> (crashes, until when they are remembered)
         self._crashed: collections.OrderedDict[str, tuple[int, float]] = collections.OrderedDict()
 
     async def aclose(self) -> None:
@@ -176,8 +176,8 @@ class ImageService:
                 try:
                     # The deadline (and the pool's backstop) start when a worker
                     # picks the job up, so time spent queued is not taken from the transform.
+                    fingerprint = _fingerprint(req, original)
                     source_id = _source_id(req, original)
-                    fingerprint = f"{req.href}\x00{len(original.body)}\x00{original.etag}"
                     if self._crashed_recently(fingerprint):
                         raise ImageError(500, CRASHED)
                     step = placeholder.process if req.placeholder else transform.process
@@ -191,13 +191,7 @@ class ImageService:
                     raise ImageError(504, "The image transform timed out") from None
                 except WorkerCrashed as e:
                     log.error("the image worker crashed while processing %s (%s)", req.href, e)
-                    # One crash may not be the image's fault (a worker killed from outside, the
-                    # OOM killer under pressure from elsewhere): a second one in the window is.
-                    strikes = self._crashed.get(fingerprint, (0, 0.0))[0] + 1
-                    self._crashed[fingerprint] = (strikes, time.monotonic() + CRASH_MEMORY_SECONDS)
-                    self._crashed.move_to_end(fingerprint)
-                    while len(self._crashed) > CRASH_MEMORY_ENTRIES:
-                        self._crashed.popitem(last=False)
+                    self._remember_crash(fingerprint)
                     raise ImageError(500, CRASHED) from None
                 if result.kind == "optimized":
                     etag = quoted(b64url(hashlib.sha256(result.body).digest()))
@@ -214,6 +208,14 @@ class ImageService:
             log.error("cache write failed for %s: %s", req.href, e)
         return entry
 
+    def _remember_crash(self, fingerprint: str) -> None:
+        # One crash may not be the image's fault (a worker killed from outside, the OOM killer
+        # under pressure from elsewhere): a second one in the window is.
+        strikes = self._crashed.get(fingerprint, (0, 0.0))[0] + 1
+        self._crashed[fingerprint] = (strikes, time.monotonic() + CRASH_MEMORY_SECONDS)
+        self._crashed.move_to_end(fingerprint)
+        while len(self._crashed) > CRASH_MEMORY_ENTRIES:
+            self._crashed.popitem(last=False)
 
     def _crashed_recently(self, fingerprint: str) -> bool:
         """Whether this original crashed a worker twice within CRASH_MEMORY_SECONDS: then it is
@@ -228,12 +230,19 @@ class ImageService:
         return strikes >= CRASH_STRIKES
 
 
+def _fingerprint(req: ImageRequest, original: Original) -> str:
+    """Names these original bytes: the url, the length and the upstream's ETag (or the content
+    hash). It keys the crash memory, and (with a strong ETag only) the resize shared among
+    formats."""
+    return f"{req.href}\x00{len(original.body)}\x00{original.etag}"
+
+
 def _source_id(req: ImageRequest, original: Original) -> str | None:
-    """Names these exact original bytes, for sharing their resize among formats: the url, the
-    length and the upstream's strong ETag (or the content hash). None for a weak ETag."""
-    return None if original.weak_etag else f"{req.href}\x00{len(original.body)}\x00{original.etag}"
+    """The fingerprint as the id of a resize the formats may share: None for a weak ETag,
+    which does not promise the same bytes."""
+    return None if original.weak_etag else _fingerprint(req, original)
 
 
 def _quiet(fut: asyncio.Future[Entry]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
-        log.warning("background work failed: %s", fut.exception())
+        log.warning("background refresh failed: %s", fut.exception())

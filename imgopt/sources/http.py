@@ -16,13 +16,11 @@ from ..config import ImagesConfig
 from ..errors import NOT_ALLOWED, UPSTREAM_INVALID, ImageError
 from ..fetch import (
     REDIRECTS,
-    Decoder,
     GuardedBackend,
     Original,
     get,
     location,
-    original_from,
-    read_limited,
+    read_original,
     transport,
     wire_url,
 )
@@ -50,12 +48,7 @@ class HTTPSource:
                         url = self.next_hop(url, where)
                         redirects_left -= 1
                         continue
-                    if not 200 <= resp.status_code <= 299:
-                        status = resp.status_code if 400 <= resp.status_code < 500 else 502
-                        raise ImageError(status, UPSTREAM_INVALID)
-                    body = await read_limited(resp.aiter_raw(), Decoder(resp.headers.get("content-encoding")),
-                                              limit, UPSTREAM_INVALID)
-                    return original_from(resp, body)
+                    return await read_original(resp, limit, UPSTREAM_INVALID)
             except netguard.ForbiddenAddress:
                 raise ImageError(400, NOT_ALLOWED) from None
             except netguard.InvalidHost as e:

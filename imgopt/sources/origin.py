@@ -8,7 +8,7 @@ from __future__ import annotations
 import httpx
 
 from ..errors import INTERNAL_INVALID, ImageError
-from ..fetch import CountingBackend, Decoder, Original, get, original_from, read_limited, transport
+from ..fetch import CountingBackend, Original, get, read_original, transport
 from ..params import ImageRequest
 
 
@@ -20,12 +20,7 @@ class OriginSource:
     async def get(self, req: ImageRequest, limit: int) -> Original:
         try:
             async with get(self.transport, self.origin + req.href) as resp:
-                if not 200 <= resp.status_code <= 299:
-                    status = resp.status_code if 400 <= resp.status_code < 500 else 502
-                    raise ImageError(status, INTERNAL_INVALID)
-                body = await read_limited(resp.aiter_raw(), Decoder(resp.headers.get("content-encoding")),
-                                          limit, INTERNAL_INVALID)
-                return original_from(resp, body)
+                return await read_original(resp, limit, INTERNAL_INVALID)
         except httpx.TimeoutException:
             raise
         except httpx.HTTPError as e:
