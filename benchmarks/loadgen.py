@@ -7,7 +7,10 @@
              the peer's cache. images/s, p50/p95/p99 latency, errors, output bytes.
   warm       one URL (primed once) hammered at concurrency 16 for ~10 s: req/s and p99.
              Uses `wrk` when installed (less client CPU), else an aiohttp loop.
-  RSS        VmRSS of the peer process tree (pid + descendants), sampled every 100 ms.
+  RSS        VmRSS of the peer process tree (pid + descendants), plus the memfds the tree holds
+             open (shared memory no process may have mapped, so no VmRSS shows it: imgopt's
+             worker processes share resized pixels that way; a page both mapped and held is
+             counted twice, so the figure errs high), sampled every 100 ms.
 
 Only 127.0.0.1 targets are accepted. Results: --out JSON (default $PEERS_DIR/results/<peer>.json)
 + a markdown table on stdout. benchmarks/compare_next.sh runs it once per peer and repeat.
@@ -89,6 +92,26 @@ def rss_kb(pid):
     return 0
 
 
+def memfd_kb(pids):
+    """Size of the distinct memfds the processes hold open (each counted once)."""
+    seen = {}
+    for pid in pids:
+        d = f"/proc/{pid}/fd"
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for n in names:
+            try:
+                if not os.readlink(f"{d}/{n}").startswith("/memfd:"):
+                    continue
+                st = os.stat(f"{d}/{n}")
+            except OSError:
+                continue
+            seen[(st.st_dev, st.st_ino)] = st.st_blocks * 512  # pages in use, not the length
+    return sum(seen.values()) // 1024
+
+
 def cpu_ticks(pid, with_children=False):
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -144,7 +167,7 @@ class RssSampler(threading.Thread):
 
     def sample(self):
         tree = proc_tree(self.pid)
-        kb = sum(rss_kb(p) for p in tree)
+        kb = sum(rss_kb(p) for p in tree) + memfd_kb(tree)
         self.samples += 1
         self.max_procs = max(self.max_procs, len(tree))
         self.peak_kb = max(self.peak_kb, kb)

@@ -22,35 +22,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Generic, TypeVar
 
 from .errors import ImageError
+from .jobargs import DEADLINE, MEMO, Observer, substitute
+
+__all__ = ["DEADLINE", "MEMO", "Admission", "Observer", "SingleFlight", "WorkerPool", "substitute"]
 
 T = TypeVar("T")
-
-class _Placeholder:
-    """An argument a worker replaces when it starts the job; pickled as a reference to the
-    module's own object, so it keeps its identity in a worker process (imgopt/workers.py)."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __reduce__(self) -> str:
-        return self.name
-
-    def __repr__(self) -> str:
-        return f"pool.{self.name}"
-
-
-#: Placeholder argument for :meth:`WorkerPool.run`: replaced by the job's deadline (a
-#: ``time.monotonic()`` value) when a worker starts it.
-DEADLINE = _Placeholder("DEADLINE")
-#: Placeholder argument: replaced by the worker's memo of resized originals (transform.ResizedMemo).
-MEMO = _Placeholder("MEMO")
-
-#: Called after each job with its result (None when it raised) and its seconds on the worker.
-Observer = Callable[[Any, float], None]
-
-
-def substitute(args: tuple[Any, ...], deadline: float | None, memo: Any) -> tuple[Any, ...]:
-    return tuple(deadline if a is DEADLINE else memo if a is MEMO else a for a in args)
 
 
 def _set_started(started: asyncio.Future[None]) -> None:

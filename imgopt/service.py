@@ -26,7 +26,7 @@ from .pool import DEADLINE, MEMO, SingleFlight, WorkerPool
 from .sources import Fetcher
 from .stores import open_store
 from .stores.memory import MemoryTier
-from .workers import MemoStats, ProcessPool, WorkerCrashed
+from .workers import ProcessPool, SharedMemo, WorkerCrashed
 
 log = logging.getLogger("imgopt")
 
@@ -59,7 +59,7 @@ class ImageService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pool: WorkerPool | ProcessPool
-        self.resized: transform.ResizedMemo | MemoStats
+        self.resized: transform.ResizedMemo | SharedMemo
         if settings.isolation == "thread":
             self.resized = transform.ResizedMemo(settings.resized_cache_size)
             self.pool = WorkerPool(settings.workers, settings.queue_limit, on_idle=malloc.idle_trimmer(),

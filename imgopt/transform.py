@@ -403,8 +403,8 @@ class ResizedMemo(BytesLRU[tuple[str, int], pyvips.Image]):
     CDN that varies on Accept asks for each. Decoding and resizing is about 30% of a cold
     transform's CPU, so the resized pixels are kept and the next format of the same
     original and width only encodes. Keyed by the caller's id of the exact original bytes (the
-    url and the upstream ETag or content hash) and the width; one per worker process (each with
-    a share of the budget), or one shared by the worker threads.
+    url and the upstream ETag or content hash) and the width; shared by the worker threads
+    (worker processes share one too, workerproc.SharedResized, with the pixels in memfds).
     On the cold benchmark mix (`benchmarks/job_mix.py --memo N`, 60 possible reuses): 64 MB
     reused 37 resizes, 128 MB (the default) 59.
     """
@@ -432,6 +432,13 @@ class ResizedMemo(BytesLRU[tuple[str, int], pyvips.Image]):
         with self._lock:
             super().put(key, img)
 
+    def keep(self, key: tuple[str, int], img: pyvips.Image) -> pyvips.Image:
+        """Decode and resize ``img`` now (killable: it carries the job's deadline watch), keep
+        the pixels, and return an image over them for this job to encode."""
+        shared = img.copy_memory()
+        self.put(key, shared)
+        return shared.copy()
+
 
 def _resized(job: Job, memo: ResizedMemo | None, source_id: str | None) -> pyvips.Image:
     """The original decoded and resized to the job's width, from the memo when it has it."""
@@ -447,9 +454,7 @@ def _resized(job: Job, memo: ResizedMemo | None, source_id: str | None) -> pyvip
         return img  # streamed: decoded, resized and encoded in one pass, as without a memo
     _check_encode_budget(img, job)  # before decoding it all, not after
     _watch(img, job.deadline)
-    shared = img.copy_memory()  # decode + resize now (killable), then encode from memory
-    memo.put(key, shared)  # type: ignore[union-attr]
-    return shared.copy()
+    return memo.keep(key, img)  # type: ignore[union-attr]
 
 
 def transform(job: Job, memo: ResizedMemo | None = None, source_id: str | None = None) -> bytes:

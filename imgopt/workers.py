@@ -14,17 +14,19 @@ threads), pre-started with the server, and one supervising thread in the server:
 * admission (workers + queue places, then 503) and the server's single flight are unchanged
   (``admit()`` is the thread pool's).
 
-Messages are pickles over a socket pair (multiprocessing.connection framing); an original or
-result body over 64 KiB is sent as its own frame after the pickle, so it is copied once each way
-(the socket's read into a new bytes object), and a body the worker returns unchanged (a
+Messages are pickles over a socket pair (imgopt/workerproc.py, the worker's side); an original
+or result body over 64 KiB is sent as its own frame after the pickle, so it is copied once each
+way (the socket's read into a new bytes object), and a body the worker returns unchanged (a
 passthrough or a fallback to the original) is not sent back at all.
 
 Workers die with the server: PR_SET_PDEATHSIG (SIGKILL when the supervising thread, which
 lives as long as the pool, goes), and a worker exits on end-of-file on its socket.
 
-Each worker keeps its own memo of resized originals (a share of ``--resized-cache-size``); jobs
-for an original and width a worker has resized recently go to that worker when it is free, so
-the formats of one image still share one decode and resize.
+The memo of resized originals is shared by all workers: a worker that resizes an original hands
+the pixels back in a memfd, the pool keeps those (``SharedMemo``, an LRU bounded by
+``--resized-cache-size``) and gives the next job for that original and width a descriptor of
+its own, whichever worker runs it; so the formats of one image share one decode and resize, as
+with threads.
 """
 
 from __future__ import annotations
@@ -35,103 +37,48 @@ import contextlib
 import dataclasses
 import logging
 import os
-import pickle
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Hashable
-from multiprocessing.connection import Connection
 from typing import Any
 
-from .pool import Admission, Observer, substitute
+from .pool import Admission, Observer
+from .workerproc import Frame, Pixels, SameAsInput, pack_args, readable, recv, send, unpack
 
 log = logging.getLogger("imgopt")
 
 GRACE = 1.0  # seconds past a job's deadline before its worker is killed
 START_TIMEOUT = 60.0  # seconds a new worker may take to be ready
-_INLINE = 64 << 10  # larger bytes go as their own frame, not inside the pickle
-_AFFINITY_KEYS = 64
-_SOCKET_BUFFER = 4 << 20  # recent memo keys remembered per worker
+_SOCKET_BUFFER = 4 << 20  # fewer, larger reads and writes for the big frames
 
 
 class WorkerCrashed(Exception):
     """The worker process died while running the job."""
 
 
-class _Frame:
-    """Stands for the n-th raw frame sent after the message."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
+Segment = tuple[Hashable, Pixels, int]  # a resize: (its key, what the memfd holds, the memfd)
 
 
-class _SameAsInput:
-    """A result body that is the job's input bytes (sent back as this marker, not the bytes)."""
+class SharedMemo:
+    """The resized originals the workers made, as memfds, bounded by bytes (LRU), plus the
+    workers' hit and miss counts (what metrics.bind_memory reads).
 
+    The entries are touched only on the event loop (the counts by the supervising threads). A
+    job is offered a duplicate of an entry's descriptor, closed once sent: dropping an entry
+    never pulls the pixels from under a job."""
 
-def _send(conn: Connection, head: tuple[Any, ...], frames: list[Any]) -> None:
-    conn.send_bytes(pickle.dumps((len(frames), head), protocol=pickle.HIGHEST_PROTOCOL))
-    for f in frames:
-        conn.send_bytes(f)
+    max_share = 4  # one resize may take at most a quarter of the budget, as ResizedMemo
 
-
-def _recv(conn: Connection) -> tuple[Any, list[bytes]]:
-    """A message and its frames. A frame is read with one recv(MSG_WAITALL) into a bytes object
-    of its size: one copy (Connection.recv_bytes makes three: the reads, a BytesIO, its value)."""
-    count, head = pickle.loads(conn.recv_bytes())
-    return head, [_read_frame(conn.fileno()) for _ in range(count)]
-
-
-def _read_exactly(sock: socket.socket, size: int) -> bytes:
-    data = sock.recv(size, socket.MSG_WAITALL)
-    while len(data) < size:  # a signal cut the wait short
-        more = sock.recv(size - len(data), socket.MSG_WAITALL)
-        if not more:
-            raise EOFError
-        data += more
-    return data
-
-
-def _read_frame(fd: int) -> bytes:
-    """One message in multiprocessing.connection's framing (a 4-byte big-endian length, or -1
-    and an 8-byte one)."""
-    sock = socket.socket(fileno=fd)
-    try:
-        (size,) = struct.unpack("!i", _read_exactly(sock, 4))
-        if size == -1:
-            (size,) = struct.unpack("!Q", _read_exactly(sock, 8))
-        return _read_exactly(sock, size) if size else b""
-    finally:
-        sock.detach()  # the fd stays the Connection's
-
-
-def _pack_args(args: tuple[Any, ...]) -> tuple[tuple[Any, ...], list[Any]]:
-    frames: list[Any] = []
-    out = []
-    for a in args:
-        if isinstance(a, (bytes, bytearray)) and len(a) > _INLINE:
-            out.append(_Frame(len(frames)))
-            frames.append(a)
-        else:
-            out.append(a)
-    return tuple(out), frames
-
-
-def _unpack(value: Any, frames: list[bytes]) -> Any:
-    return frames[value.n] if isinstance(value, _Frame) else value
-
-
-@dataclasses.dataclass
-class MemoStats:
-    """The workers' memos of resized originals, summed (what metrics.bind_memory reads)."""
-
-    max_bytes: int
-    per_worker: dict[int, tuple[int, int, int]] = dataclasses.field(default_factory=dict)
-    retired: tuple[int, int] = (0, 0)  # hits and misses of workers that are gone
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.per_worker: dict[int, tuple[int, int]] = {}
+        self.retired = (0, 0)  # hits and misses of workers that are gone
+        self._items: collections.OrderedDict[Hashable, tuple[Pixels, int]] = collections.OrderedDict()
 
     @property
     def hits(self) -> int:
@@ -141,13 +88,38 @@ class MemoStats:
     def misses(self) -> int:
         return self.retired[1] + sum(v[1] for v in list(self.per_worker.values()))
 
-    @property
-    def bytes(self) -> int:
-        return sum(v[2] for v in list(self.per_worker.values()))
-
     def retire(self, slot: int) -> None:
-        h, m, _b = self.per_worker.pop(slot, (0, 0, 0))
+        h, m = self.per_worker.pop(slot, (0, 0))
         self.retired = (self.retired[0] + h, self.retired[1] + m)
+
+    def offer(self, key: Hashable | None) -> Segment | None:
+        found = None if key is None else self._items.get(key)
+        if found is None:
+            return None
+        self._items.move_to_end(key)
+        try:
+            return key, found[0], os.dup(found[1])
+        except OSError:
+            return None
+
+    def keep(self, key: Hashable, px: Pixels, fd: int) -> None:
+        """Take ``fd`` (closed when dropped); an entry already kept for ``key`` stays."""
+        size = px.nbytes
+        if key in self._items or size > self.max_bytes // self.max_share:
+            os.close(fd)
+            return
+        self._items[key] = (px, fd)
+        self.bytes += size
+        while self.bytes > self.max_bytes and self._items:
+            _key, (old, old_fd) = self._items.popitem(last=False)
+            self.bytes -= old.nbytes
+            os.close(old_fd)
+
+    def clear(self) -> None:
+        while self._items:
+            _key, (px, fd) = self._items.popitem()
+            os.close(fd)
+        self.bytes = 0
 
 
 @dataclasses.dataclass
@@ -157,8 +129,11 @@ class _Task:
     timeout: float | None
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
-    key: Hashable | None
+    offer: Segment | None  # the resize this job may start from (its descriptor is the task's)
 
+
+# What a job came to: (status, result or exception, seconds, the resize it made or None).
+_Outcome = tuple[str, Any, float, Segment | None]
 
 _TRIM = object()
 _STOP = object()
@@ -171,13 +146,12 @@ class _Slot:
         self.pool = pool
         self.index = index
         self.proc: subprocess.Popen[bytes] | None = None
-        self.conn: Connection | None = None
+        self.sock: socket.socket | None = None
         self.ready = False
         self.jobs = 0  # jobs done by the current process
         self.dirty = False  # a job ran since the last trim
         self.rss = 0  # the process's RSS after its last job
         self._after: Callable[[], None] | None = None  # what to do once the job's caller has its answer
-        self.keys: collections.OrderedDict[Hashable, None] = collections.OrderedDict()
         self.tasks: collections.deque[object] = collections.deque()
         self.wake = threading.Condition()
         self.thread = threading.Thread(target=self._serve, name=f"imgopt-worker-{index}", daemon=True)
@@ -205,8 +179,12 @@ class _Slot:
                 log.exception("image worker %d: unexpected error", self.index)
                 self._discard(kill=True)
                 self._after = self._respawn
-                outcome = ("error", WorkerCrashed(f"{type(e).__name__}: {e}"), 0.0)
-            _call_soon(task.loop, self.pool._finish, self, task, outcome)
+                outcome = ("error", WorkerCrashed(f"{type(e).__name__}: {e}"), 0.0, None)
+            finally:
+                if task.offer is not None:
+                    os.close(task.offer[2])
+            if not _call_soon(task.loop, self.pool._finish, self, task, outcome) and outcome[3] is not None:
+                os.close(outcome[3][2])
             if self._after is not None:  # a replacement, once the caller has its answer
                 self._after()
 
@@ -216,7 +194,7 @@ class _Slot:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
         try:
-            cmd = [sys.executable, "-m", "imgopt.workers", str(child.fileno()), str(os.getpid())]
+            cmd = [sys.executable, "-m", "imgopt.workerproc", str(child.fileno()), str(os.getpid())]
             self.proc = subprocess.Popen(cmd, pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL,
                                          close_fds=True, env=_worker_env())
         except BaseException:
@@ -224,11 +202,10 @@ class _Slot:
             raise
         finally:
             child.close()
-        self.conn = Connection(parent.detach())
+        self.sock = parent
         self.ready = False
         self.jobs = 0
-        self.keys.clear()
-        _send(self.conn, ("init", self.pool.worker_config), [])
+        send(self.sock, ("init", self.pool.worker_config))
         self.pool.spawned += 1
 
     def _ensure_ready(self) -> None:
@@ -241,34 +218,37 @@ class _Slot:
             self._spawn()
         if self.ready:
             return
-        assert self.conn is not None
-        if not self.conn.poll(START_TIMEOUT):
+        assert self.sock is not None
+        if not readable(self.sock, START_TIMEOUT):
             self._discard(kill=True)
             raise WorkerCrashed("the image worker did not start")
         try:
-            head, _ = _recv(self.conn)
+            head, _, _ = recv(self.sock)
         except (EOFError, OSError):
             self._discard(kill=True)
             raise WorkerCrashed("the image worker did not start") from None
         self.ready = head[0] == "ready"
+        if self.ready:
+            self.pool.libvips_version = head[2]
 
-    def _run(self, task: _Task) -> tuple[str, Any, float]:
-        """('ok', result, seconds) | ('error', exception, seconds)."""
+    def _run(self, task: _Task) -> _Outcome:
         try:
             self._ensure_ready()
         except (WorkerCrashed, OSError) as e:
-            return "error", WorkerCrashed(str(e)), 0.0
-        assert self.conn is not None and self.proc is not None
-        args, frames = _pack_args(task.args)
+            return "error", WorkerCrashed(str(e)), 0.0, None
+        assert self.sock is not None and self.proc is not None
+        args, frames = pack_args(task.args)
         begin = time.monotonic()
         kill_at = None if task.timeout is None else begin + task.timeout + GRACE
         self.dirty = True
+        offer = task.offer
         try:
-            _send(self.conn, ("job", task.fn, args, task.timeout), frames)
+            send(self.sock, ("job", task.fn, args, task.timeout, None if offer is None else offer[:2]), frames,
+                 [] if offer is None else [offer[2]])
             while True:
                 wait = None if kill_at is None else max(0.0, kill_at - time.monotonic())
-                if self.conn.poll(wait):
-                    head, frames = _recv(self.conn)
+                if readable(self.sock, wait):
+                    head, frames, fds = recv(self.sock)
                     break
                 if kill_at is not None and time.monotonic() >= kill_at:
                     pid = self.proc.pid
@@ -277,33 +257,33 @@ class _Slot:
                     log.error("image worker %d (pid %d) killed: its job ran %.1f s past its deadline",
                               self.index, pid, GRACE)
                     self._after = self._respawn
-                    return "error", TimeoutError(), time.monotonic() - begin
+                    return "error", TimeoutError(), time.monotonic() - begin, None
         except (EOFError, OSError):
             pid = self.proc.pid
             reason = self._discard(kill=True)
             self.pool.crashed += 1
             log.error("image worker %d (pid %d) died while processing an image (%s)", self.index, pid, reason)
             self._after = self._respawn
-            return "error", WorkerCrashed(reason), time.monotonic() - begin
+            return "error", WorkerCrashed(reason), time.monotonic() - begin, None
         seconds = time.monotonic() - begin
         self.jobs += 1
         status, value, stats = head
+        made: Segment | None = None
+        if stats.get("resized") is not None and fds:
+            made = (stats["resized"][0], stats["resized"][1], fds.pop(0))
+        for fd in fds:
+            os.close(fd)
         self.pool.memo.per_worker[self.index] = stats["memo"]
-        if task.key is not None:
-            self.keys[task.key] = None
-            self.keys.move_to_end(task.key)
-            while len(self.keys) > _AFFINITY_KEYS:
-                self.keys.popitem(last=False)
         if status == "ok":
             body = getattr(value, "body", None)
-            if isinstance(body, _SameAsInput):
+            if isinstance(body, SameAsInput):
                 value = dataclasses.replace(value, body=next(a for a in task.args if isinstance(a, (bytes, bytearray))))
-            elif isinstance(body, _Frame):
-                value = dataclasses.replace(value, body=_unpack(body, frames))
+            elif isinstance(body, Frame):
+                value = dataclasses.replace(value, body=unpack(body, frames))
             seconds = stats["seconds"]
         self.rss = stats["rss"]
         self._after = self._maybe_recycle
-        return status, value, seconds
+        return status, value, seconds, made
 
     def _maybe_recycle(self) -> None:
         p, rss = self.pool, self.rss
@@ -328,11 +308,11 @@ class _Slot:
             log.error("image worker %d could not start: %s", self.index, e)
 
     def _trim(self) -> None:
-        if not self.dirty or self.conn is None or not self.ready:
+        if not self.dirty or self.sock is None or not self.ready:
             return
         self.dirty = False
         try:
-            _send(self.conn, ("trim",), [])
+            send(self.sock, ("trim",))
         except OSError:
             pass
 
@@ -341,8 +321,8 @@ class _Slot:
         if self.proc is None:
             return
         try:
-            if self.conn is not None:
-                _send(self.conn, ("exit",), [])
+            if self.sock is not None:
+                send(self.sock, ("exit",))
         except OSError:
             pass
         try:
@@ -353,13 +333,13 @@ class _Slot:
 
     def _discard(self, kill: bool = False) -> str:
         """Forget the current process (killed first when asked); the reason it ended."""
-        proc, conn = self.proc, self.conn
-        self.proc = self.conn = None
+        proc, sock = self.proc, self.sock
+        self.proc = self.sock = None
         self.ready = False
         self.rss = 0
         self.pool.memo.retire(self.index)
-        if conn is not None:
-            conn.close()
+        if sock is not None:
+            sock.close()
         if proc is None:
             return "no process"
         if kill and proc.poll() is None:
@@ -401,11 +381,12 @@ def _exit_reason(code: int | None) -> str:
     return f"exit status {code}"
 
 
-def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> bool:
     try:
         loop.call_soon_threadsafe(fn, *args)
     except RuntimeError:  # the loop is closed: the server is gone
-        pass
+        return False
+    return True
 
 
 class ProcessPool(Admission):
@@ -426,11 +407,11 @@ class ProcessPool(Admission):
         self.started = 0
         self.idle_runs = 0
         self.spawned = self.recycled = self.killed = self.crashed = 0
-        self.memo = MemoStats(max_bytes=memo_bytes)
+        self.libvips_version: str | None = None  # as the first worker to start reports it
+        self.memo = SharedMemo(memo_bytes)
         self.worker_config = {
-            "memo_bytes": memo_bytes // self.workers,
-            # the largest resize kept stays what one shared memo would keep (a quarter of it)
-            "memo_share": max(1, 4 // self.workers),
+            "memo_bytes": memo_bytes,
+            "memo_share": SharedMemo.max_share,
             "log": log,  # (level, format), as the server logs
             "libvips_threads": libvips_threads,
             "trim": trim,
@@ -445,13 +426,8 @@ class ProcessPool(Admission):
         for s in self._slots:  # each starts its worker now: the first request does not wait
             s.thread.start()
 
-    async def _acquire(self, key: Hashable | None) -> _Slot:
+    async def _acquire(self) -> _Slot:
         if self._idle and not self._waiters:
-            if key is not None:
-                for s in self._idle:
-                    if key in s.keys:
-                        self._idle.remove(s)
-                        return s
             return self._idle.popleft()
         fut: asyncio.Future[_Slot] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
@@ -492,15 +468,16 @@ class ProcessPool(Admission):
         over 64 KiB travel as raw frames). With ``timeout``, :data:`pool.DEADLINE` becomes the
         worker's ``time.monotonic() + timeout`` when it starts the job, and the worker is killed
         GRACE seconds after that (TimeoutError). ``key`` names the resize the job may share
-        (``(source id, width)``): the job goes to a free worker that made it recently."""
+        (``(source id, width)``): the job gets it from the shared memo when it is there, and
+        the resize it makes is kept under that key."""
         if self._closed:
             raise RuntimeError("the worker pool is shut down")
-        slot = await self._acquire(key)
+        slot = await self._acquire()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self.running += 1
         self.started += 1
-        slot.submit(_Task(fn, args, timeout, fut, loop, key))
+        slot.submit(_Task(fn, args, timeout, fut, loop, self.memo.offer(key)))
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
@@ -514,9 +491,14 @@ class ProcessPool(Admission):
     def _release_abandoned(self) -> None:
         self.admitted -= 1
 
-    def _finish(self, slot: _Slot, task: _Task, outcome: tuple[str, Any, float]) -> None:
-        status, value, seconds = outcome
+    def _finish(self, slot: _Slot, task: _Task, outcome: _Outcome) -> None:
+        status, value, seconds, made = outcome
         self.running -= 1
+        if made is not None:
+            if self._closed:
+                os.close(made[2])
+            else:
+                self.memo.keep(*made)
         if self._observe is not None:
             self._observe(value if status == "ok" else None, seconds)
         if not task.future.done():
@@ -551,147 +533,9 @@ class ProcessPool(Admission):
             s.submit(_STOP)
         for s in self._slots:
             s.thread.join(timeout=30)
+        self.memo.clear()
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()
-
-
-# -- the worker process ----------------------------------------------------------------------
-
-
-def _die_with_parent(parent: int) -> None:
-    """SIGKILL this process when the thread that started it exits (with the server); exit now
-    if the server is already gone."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            libc = ctypes.CDLL("libc.so.6", use_errno=True)
-            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:
-        os._exit(0)
-    try:  # under memory pressure the kernel ends a worker (one request), not the server
-        with open("/proc/self/oom_score_adj", "r+") as f:
-            adj = min(1000, int(f.read()) + 500)
-            f.seek(0)
-            f.write(str(adj))
-    except OSError:
-        pass
-
-
-def _rss() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def _test_hooks(args: tuple[Any, ...]) -> None:
-    """Only with IMGOPT_TEST_HOOKS=1 (the test-suite sets it): an original containing
-    ``IMGOPT-TEST-CRASH`` kills its worker with SIGSEGV, ``IMGOPT-TEST-HANG`` blocks it in
-    native code, and ``IMGOPT-TEST-WAIT:<path>;`` holds the job until that file exists."""
-    buf = next((a for a in args if isinstance(a, (bytes, bytearray))), b"")
-    if b"IMGOPT-TEST-CRASH" in buf:
-        os.kill(os.getpid(), signal.SIGSEGV)
-    if b"IMGOPT-TEST-HANG" in buf:
-        import ctypes
-
-        ctypes.CDLL(None).pause()  # a signal-less wait in C: only SIGKILL ends it
-    at = buf.find(b"IMGOPT-TEST-WAIT:")
-    if at >= 0:
-        path = buf[at + 17 : buf.index(b";", at)].decode()
-        while not os.path.exists(path):
-            time.sleep(0.01)
-
-
-def worker_main(fd: int, parent: int) -> None:
-    _die_with_parent(parent)
-    # Ctrl-C, or a service manager's SIGTERM to the whole group, reaches the workers too: the
-    # server decides when they stop (after draining), and PR_SET_PDEATHSIG ends them with it.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from . import malloc
-
-    malloc.tune()
-    conn = Connection(fd)
-    head, _ = _recv(conn)
-    cfg = head[1]
-    from . import logs
-
-    logs.configure(*cfg["log"])
-    from . import animated, autoquality, placeholder, transform  # noqa: F401 - loaded before the first job
-
-    transform.configure_libvips()
-    if cfg["libvips_threads"]:
-        import pyvips
-
-        if not os.environ.get("VIPS_CONCURRENCY"):
-            pyvips.concurrency_set(cfg["libvips_threads"])
-    memo = transform.ResizedMemo(cfg["memo_bytes"])
-    memo.max_share = cfg["memo_share"]
-    trim = malloc.idle_trimmer() if cfg["trim"] else None
-    hooks = os.environ.get("IMGOPT_TEST_HOOKS") == "1"
-    _send(conn, ("ready", os.getpid()), [])
-    while True:
-        try:
-            head, frames = _recv(conn)
-        except (EOFError, OSError):
-            return  # the server is gone
-        kind = head[0]
-        if kind == "exit":
-            return
-        if kind == "trim":
-            if trim is not None:
-                trim()
-            continue
-        _kind, fn, args, timeout = head
-        args = tuple(_unpack(a, frames) for a in args)
-        begin = time.perf_counter()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            if hooks:
-                _test_hooks(args)
-            result = fn(*substitute(args, deadline, memo))
-            status, value = "ok", result
-        except Exception as e:  # noqa: BLE001 - sent to the server, which raises it there
-            status, value = "error", e
-            try:
-                pickle.loads(pickle.dumps(e))
-            except Exception:  # noqa: BLE001 - one that does not cross intact: its text does
-                value = RuntimeError(f"{type(e).__name__}: {e}")
-        stats = {"seconds": time.perf_counter() - begin, "rss": _rss(), "memo": (memo.hits, memo.misses, memo.bytes)}
-        out: list[Any] = []
-        if status == "ok":
-            body = getattr(value, "body", None)
-            if isinstance(body, (bytes, bytearray)) and dataclasses.is_dataclass(value) and not isinstance(value, type):
-                if any(body is a for a in args):
-                    value = dataclasses.replace(value, body=_SameAsInput())
-                elif len(body) > _INLINE:
-                    value = dataclasses.replace(value, body=_Frame(0))
-                    out.append(body)
-        try:
-            msg = pickle.dumps((len(out), (status, value, stats)), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as e:  # noqa: BLE001 - an exception that does not pickle
-            out = []
-            msg = pickle.dumps((0, ("error", RuntimeError(f"{type(value).__name__}: {value} ({e})"), stats)))
-        frames = args = result = value = None  # type: ignore[assignment]
-        try:
-            conn.send_bytes(msg)
-            for f in out:
-                conn.send_bytes(f)
-        except OSError:
-            return
-        out = []
-
-
-if __name__ == "__main__":
-    # Run as the imported module, not as __main__: what the worker pickles (its classes) must
-    # be found under imgopt.workers in the server.
-    from imgopt.workers import worker_main as _main
-
-    _main(int(sys.argv[1]), int(sys.argv[2]))

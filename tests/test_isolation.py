@@ -102,7 +102,7 @@ def test_other_chunk_floods_are_answered_and_log_little(make_server, tmp_path, m
 
 
 # -- worker processes ------------------------------------------------------------------------
-# The worker's test hooks (imgopt/workers.py, only with IMGOPT_TEST_HOOKS=1) act on markers in
+# The worker's test hooks (imgopt/workerproc.py, only with IMGOPT_TEST_HOOKS=1) act on markers in
 # an original's bytes: a tEXt chunk keeps the PNG valid.
 
 HOOKS = {"IMGOPT_TEST_HOOKS": "1"}
@@ -368,5 +368,72 @@ def test_an_abandoned_job_keeps_its_place_until_its_worker_is_free(tmp_path):
             assert pool.running == 0
         finally:
             pool.shutdown()
+
+    asyncio.run(main())
+
+
+def test_the_worker_processes_share_one_memo_of_resizes(tmp_path, monkeypatch):
+    """A resize made on one worker is what the other worker encodes the next format from (the
+    pool keeps it in a memfd): the same pixels, one decode. Dropped entries close their memfds."""
+    import asyncio
+    import io
+    import os
+
+    from PIL import Image
+
+    from imgopt import transform
+    from imgopt.pool import DEADLINE, MEMO
+    from imgopt.workers import ProcessPool
+
+    monkeypatch.setenv("IMGOPT_TEST_HOOKS", "1")
+    release = tmp_path / "release"
+    photo = Image.effect_noise((600, 400), 60).convert("RGB")
+    buf = io.BytesIO()
+    photo.save(buf, "PNG")
+    original = buf.getvalue()
+    blocker = marked(f"IMGOPT-TEST-WAIT:{release};")
+
+    def memfds() -> int:
+        count = 0
+        for n in os.listdir("/proc/self/fd"):
+            try:
+                count += os.readlink(f"/proc/self/fd/{n}").startswith("/memfd:")
+            except FileNotFoundError:  # the listing's own descriptor
+                pass
+        return count
+
+    async def main() -> None:
+        before = memfds()
+        pool = ProcessPool(2, 0, trim=False, memo_bytes=1 << 20)  # a resize may take 256 KiB
+        try:
+            def job(fmt: str, key: object, body: bytes = original) -> object:
+                return pool.run(transform.process, body, fmt, False, 300, 75, 10**8, DEADLINE,
+                                transform.NO_EXTRAS, MEMO, "photo", timeout=30, key=key)
+
+            webp = await job("image/webp", ("photo", 300))
+            assert (pool.memo.hits, pool.memo.misses) == (0, 1) and pool.memo.bytes == 300 * 200 * 3
+            first = pool.pids()
+            # hold one worker with a job of its own, so the next one runs on the other worker
+            held = asyncio.ensure_future(pool.run(transform.process, blocker, "image/webp", False, 16, 75, 10**8,
+                                                  DEADLINE, transform.NO_EXTRAS, MEMO, None, timeout=60))
+            while pool.running == 0:
+                await asyncio.sleep(0.01)
+            png_out = await job("image/png", ("photo", 300))
+            assert (pool.memo.hits, pool.memo.misses) == (1, 1), "the other worker did not find the resize"
+            release.write_bytes(b"")
+            await held
+            assert pool.pids() == first and pool.crashed == 0
+            a = Image.open(io.BytesIO(webp.body))
+            b = Image.open(io.BytesIO(png_out.body)).convert("RGB")
+            assert a.size == b.size == (300, 200)
+            # more resizes than the budget holds: the oldest are dropped, their memfds closed
+            for w in range(302, 322, 2):  # 10 resizes of ~185 KB
+                await pool.run(transform.process, original, "image/webp", False, w, 75, 10**8, DEADLINE,
+                               transform.NO_EXTRAS, MEMO, "photo", timeout=30, key=("photo", w))
+            assert pool.memo.bytes <= pool.memo.max_bytes
+            assert memfds() - before == len(pool.memo._items) <= 5
+        finally:
+            pool.shutdown()
+        assert memfds() == before
 
     asyncio.run(main())

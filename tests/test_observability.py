@@ -102,7 +102,7 @@ def test_metrics_show_the_bytes_the_in_process_caches_hold(make_server, origin):
     operator can tell bounded cache memory from anything else in the RSS."""
     from PIL import Image
 
-    # --workers 2: each worker process keeps its own share of the memo (imgopt/workers.py)
+    # --workers 2: the worker processes share one memo (memfds the pool keeps, imgopt/workers.py)
     srv = make_server(PROFILE_C, "--memory-cache-size", "1M", "--resized-cache-size", "4M", "--workers", "2")
     empty = scrape(srv.url)
     assert sample_sum(empty, "imgopt_resized_lookups_total", result="hit") == 0
