@@ -219,6 +219,7 @@ class BrowserRun:
     other_images: int = 0  # image responses not from imgopt (the SVGs, loaded as they are)
     server: list[dict[str, Any]] = field(default_factory=list)  # imgopt's access log lines of the run
     visits: list[float] = field(default_factory=list)  # per visit: ms from goto until every image is complete
+    visit_log: list[dict[str, Any]] = field(default_factory=list)  # per visit: page, viewport, start and end (UTC)
     seconds: float = 0.0
     foreign_cores: float = 0.0
 
@@ -241,6 +242,10 @@ class BrowserRun:
         return [float(d["duration_ms"]) for d in self.server if state is None or d.get("cache") == state]
 
 
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
+
+
 def visit_timed(browser: Any, url: str, viewport: tuple[int, int, float], endpoint: str,
                 run: BrowserRun, page_path: str, vp: str) -> None:
     """One page at one viewport in a fresh context (no browser cache), every image scrolled
@@ -256,7 +261,7 @@ def visit_timed(browser: Any, url: str, viewport: tuple[int, int, float], endpoi
         page.on("requestfailed", lambda r: failed.append(f"{r.url}: {r.failure}")
                 if r.url.startswith(endpoint + "?") else None)
         page.on("response", lambda r: responses.append(r) if r.request.resource_type == "image" else None)
-        t0 = time.monotonic()
+        t0, started = time.monotonic(), utc_now()
         page.goto(url, wait_until="load", timeout=180_000)
         page.evaluate(e2e.LOAD_ALL)
         page.wait_for_function("[...document.images].every((i) => i.complete)", timeout=180_000)
@@ -276,6 +281,7 @@ def visit_timed(browser: Any, url: str, viewport: tuple[int, int, float], endpoi
                                   float(end if end is not None and end >= 0 else start), float(start)))
         run.requests += len(sent)
         run.failed += failed
+        run.visit_log.append({"page": page_path, "viewport": vp, "start": started, "end": utc_now()})
     finally:
         ctx.close()
 
@@ -416,7 +422,7 @@ def report(meta: dict[str, Any], warms: list[WarmRun], runs: dict[str, BrowserRu
         "## The browser runs",
         "",
         "| run | requests to imgopt | image responses | by X-Nextjs-Cache | distinct URLs | not 200 "
-        "| browser latency p50 / p90 / max | inside imgopt p50 / p90 / max (requests logged) "
+        "| browser latency p50 / p90 / max | imgopt's log: requests from Chromium, by cache, p50 / p90 / max "
         "| visit until all images loaded, p50 / max | other image responses | wall time | other processes (cores) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -428,11 +434,20 @@ def report(meta: dict[str, Any], warms: list[WarmRun], runs: dict[str, BrowserRu
         states = ", ".join(f"{s} {n}" for s, n in r.states().items()) or "–"
         bad = sum(1 for h in r.images if h.status != 200)
         srv = r.server_ms()
+        logged: dict[str, int] = {}
+        for d in r.server:
+            logged[str(d.get("cache"))] = logged.get(str(d.get("cache")), 0) + 1
+        logged_states = ", ".join(f"{s} {n}" for s, n in sorted(logged.items())) or "–"
         lines.append(f"| {titles[key]} | {r.requests} | {len(r.images)} | {states} | {len({h.url for h in r.images})} "
                      f"| {bad} | {ms(lat, 50)} / {ms(lat, 90)} / {ms(lat, 100)} "
-                     f"| {ms(srv, 50)} / {ms(srv, 90)} / {ms(srv, 100)} ({len(srv)}) "
+                     f"| {len(srv)} ({logged_states}), {ms(srv, 50)} / {ms(srv, 90)} / {ms(srv, 100)} "
                      f"| {ms(r.visits, 50)} / {ms(r.visits, 100)} | {r.other_images} "
                      f"| {r.seconds:.0f} s | {r.foreign_cores:.2f} |")
+    extra = {key: len(r.server) - r.requests for key, r in runs.items() if len(r.server) != r.requests}
+    if extra:
+        lines += ["", "imgopt logged a different number of requests from Chromium than Playwright reported as page "
+                  "requests (" + ", ".join(f"{k}: {n:+d}" for k, n in extra.items()) + "); browser-runs.json "
+                  "has both, with each visit's start and end, to tell which visit sent them."]
     failed = [f"{key}: {f}" for key, r in runs.items() for f in r.failed]
     if failed:
         lines += ["", "Requests to imgopt that got no response (failed, or cancelled by the browser):", "",
@@ -601,7 +616,7 @@ def main(argv: list[str] | None = None) -> int:
         "total_s": time.monotonic() - started,
     }
     (WORK / "browser-runs.json").write_text(json.dumps(
-        {key: {"requests": r.requests, "failed": r.failed, "visits_ms": r.visits, "responses": [vars(h) for h in r.images],
+        {key: {"requests": r.requests, "failed": r.failed, "visits_ms": r.visits, "visits": r.visit_log, "responses": [vars(h) for h in r.images],
                "imgopt_access_log": r.server} for key, r in runs.items()}, indent=1, ensure_ascii=False))
     text = report(meta, warms, runs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
