@@ -18,9 +18,9 @@ from . import encoding, metrics
 from .cache import cache_key, store_degraded
 from .config import Settings
 from .errors import ImageError
+from .imagetypes import EXTENSIONS
 from .params import ImageRequest, RequestMemo, parse_placeholder_request
 from .service import ImageService, Served
-from .transform import EXTENSIONS, configure_libvips
 
 log = logging.getLogger("imgopt")
 
@@ -182,7 +182,6 @@ def placeholder_response(request: Request, served: Served) -> Response:
 
 
 def create_app(settings: Settings) -> Starlette:
-    configure_libvips(settings.workers)
     service = ImageService(settings)
     # compressed SVG/BMP/ICO bodies, kept beside the hot tier (half its budget)
     encoded = encoding.EncodedBodies(settings.memory_cache_size // 2, concurrency=max(1, settings.workers // 2))

@@ -27,11 +27,10 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    Info,
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from . import __version__
@@ -88,21 +87,6 @@ WORKER_RSS = Gauge("imgopt_worker_rss_bytes", "Resident memory of each worker pr
 MEMORY_BYTES = Gauge("imgopt_memory_bytes", "Bytes held by the bounded in-process caches, by cache (responses: the "
                      "hot-entry tier, --memory-cache-size; resized: resized pixels, --resized-cache-size)", ["cache"])
 MEMORY_LIMIT = Gauge("imgopt_memory_limit_bytes", "The bound of each in-process cache", ["cache"])
-BUILD = Info("imgopt_build", "Versions of imgopt, Python and libvips (value 1)")
-
-
-def _libvips_version() -> str:
-    try:
-        import pyvips
-
-        return ".".join(str(pyvips.version(i)) for i in range(3))
-    except Exception:  # no libvips: the service cannot run, but /metrics must still answer
-        return "unknown"
-
-
-BUILD.info({"version": __version__, "python": platform.python_version(), "libvips": _libvips_version()})
-
-
 class _ReadAtScrape(Collector):
     """Counters kept by other objects (the worker pool, the resized-pixels memo) as plain
     integers that only grow, read at scrape time and exposed as Prometheus counters."""
@@ -114,7 +98,22 @@ class _ReadAtScrape(Collector):
     def describe(self) -> Iterable[Metric]:
         return []  # nothing to check against other metrics' names at registration
 
+    def libvips(self) -> str:
+        """The libvips version of the image workers: as a worker process reported it (the
+        server does not load libvips then; "unknown" until one has started), or this process's."""
+        if getattr(self.pool, "isolation", "thread") == "process":
+            return self.pool.libvips_version or "unknown"
+        try:
+            import pyvips
+
+            return ".".join(str(pyvips.version(i)) for i in range(3))
+        except Exception:  # no libvips: the service cannot run, but /metrics must still answer
+            return "unknown"
+
     def collect(self) -> Iterable[Metric]:
+        build = InfoMetricFamily("imgopt_build", "Versions of imgopt, Python and libvips (value 1)")
+        build.add_metric([], {"version": __version__, "python": platform.python_version(), "libvips": self.libvips()})
+        yield build
         if self.pool is not None:
             idle = CounterMetricFamily(
                 "imgopt_pool_idle_releases", "Times the workers had been idle for 0.2 s and freed memory "

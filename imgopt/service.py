@@ -15,18 +15,23 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from . import extensions, logs, malloc, metrics, placeholder, transform
+from . import extensions, imagetypes, logs, malloc, metrics
 from .cache import Entry, cache_key, get_max_age
 from .config import Settings
 from .errors import ImageError
 from .fetch import Original, b64url
+from .jobargs import PLACEHOLDER, TRANSFORM
 from .params import ImageRequest
 from .pool import DEADLINE, MEMO, SingleFlight, WorkerPool
 from .sources import Fetcher
 from .stores import open_store
 from .stores.memory import MemoryTier
 from .workers import ProcessPool, SharedMemo, WorkerCrashed
+
+if TYPE_CHECKING:
+    from .transform import ResizedMemo
 
 log = logging.getLogger("imgopt")
 
@@ -59,8 +64,11 @@ class ImageService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.pool: WorkerPool | ProcessPool
-        self.resized: transform.ResizedMemo | SharedMemo
+        self.resized: ResizedMemo | SharedMemo
         if settings.isolation == "thread":
+            from . import transform  # libvips in this process only for the threads' sake
+
+            transform.configure_libvips(settings.workers)
             self.resized = transform.ResizedMemo(settings.resized_cache_size)
             self.pool = WorkerPool(settings.workers, settings.queue_limit, on_idle=malloc.idle_trimmer(),
                                    memo=self.resized, observe=metrics.observe_transform)
@@ -70,7 +78,7 @@ class ImageService:
                 max_rss=settings.worker_max_rss, memo_bytes=settings.resized_cache_size,
                 trim=malloc.idle_trimmer() is not None, observe=metrics.observe_transform,
                 log=logs.current(),
-                libvips_threads=transform.libvips_threads(settings.workers),
+                libvips_threads=imagetypes.libvips_threads(settings.workers),
             )
             self.resized = self.pool.memo
         self.fetcher = Fetcher(settings)
@@ -180,14 +188,14 @@ class ImageService:
                     source_id = _source_id(req, original)
                     if self._crashed_recently(fingerprint):
                         raise ImageError(500, CRASHED)
-                    step = placeholder.process if req.placeholder else transform.process
+                    step = PLACEHOLDER if req.placeholder else TRANSFORM
                     result = await self.pool.run(
                         step, original.body, req.mime, cfg.dangerously_allow_svg,
                         req.width, req.quality, s.max_input_pixels, DEADLINE,
                         extensions.for_request(cfg, req), MEMO, source_id,
                         timeout=s.transform_timeout, key=None if source_id is None else (source_id, req.width),
                     )
-                except (transform.TransformTimeout, TimeoutError):
+                except (imagetypes.TransformTimeout, TimeoutError):
                     raise ImageError(504, "The image transform timed out") from None
                 except WorkerCrashed as e:
                     log.error("the image worker crashed while processing %s (%s)", req.href, e)

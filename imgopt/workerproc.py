@@ -263,10 +263,7 @@ def _test_hooks(args: tuple[Any, ...]) -> None:
 
 
 def _portable(e: Exception) -> Exception:
-    """The exception as the server can take it: its own classes (a transform's timeout is the
-    server's TimeoutError), else its text when it does not pickle."""
-    if type(e).__name__ == "TransformTimeout":
-        return TimeoutError(str(e))
+    """The exception as the server can take it: itself, or its text when it does not pickle."""
     try:
         pickle.loads(pickle.dumps(e))
     except Exception:  # noqa: BLE001 - one that does not cross intact: its text does

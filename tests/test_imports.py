@@ -71,3 +71,27 @@ def test_graph_sees_lazy_and_package_imports():
 def test_no_import_cycles():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle in imgopt: " + " -> ".join(cycle or [])
+
+
+def _loaded_after(code: str) -> set[str]:
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", code + "\nimport json, sys; print(json.dumps(sorted(sys.modules)))"],
+                         capture_output=True, text=True, timeout=120, check=True)
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_the_server_process_does_not_load_libvips():
+    """With worker processes (the default) the server only hands jobs out: its modules import
+    neither pyvips nor the libvips steps (each would cost every server resident memory)."""
+    mods = _loaded_after("import imgopt.cli, imgopt.app, imgopt.service, imgopt.metrics, imgopt.warm")
+    assert not {"pyvips", "imgopt.transform", "imgopt.placeholder", "imgopt.vipslog"} & mods
+
+
+def test_the_worker_process_does_not_load_the_web_stack():
+    """A worker imports what a job needs and no more (asyncio alone is ~9 MB in every worker)."""
+    mods = _loaded_after("import imgopt.workerproc, imgopt.transform, imgopt.placeholder, imgopt.animated, "
+                         "imgopt.autoquality, imgopt.logs, imgopt.malloc")
+    assert not {"asyncio", "multiprocessing", "starlette", "httpx", "imgopt.pool", "imgopt.workers"} & mods

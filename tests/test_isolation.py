@@ -297,6 +297,19 @@ def test_the_oom_killer_prefers_a_worker_to_the_server(make_server, images):
     assert worker == min(1000, server + 500)
 
 
+def test_the_server_never_maps_libvips_while_its_workers_do_the_image_work(make_server, images):
+    """Images, a placeholder and the metrics all answered, and libvips is mapped only in the
+    worker processes (results cross back without the server importing imgopt.transform)."""
+    srv = make_server(None, "--local-root", str(images), "--workers", "1")
+    assert srv.get("/plain0.png", 32, 75, accept="image/avif").status_code == 200
+    assert srv.get("/plain1.png", 32, 75, accept="image/webp").status_code == 200
+    assert httpx.get(srv.url + "/_next/image/placeholder", params={"url": "/plain2.png"}, timeout=30).status_code == 200
+    assert httpx.get(srv.url + "/metrics", timeout=30).status_code == 200
+    (pid,) = worker_pids(srv)
+    assert "libvips" in Path(f"/proc/{pid}/maps").read_text()
+    assert "libvips" not in Path(f"/proc/{srv.proc.pid}/maps").read_text()
+
+
 # -- the process pool on its own ---------------------------------------------------------------
 
 

@@ -180,7 +180,11 @@ def test_build_info_names_the_versions(server_c):
 
     import imgopt
 
-    (sample,) = _families(server_c.url)["imgopt_build_info"].samples
+    # the workers report their libvips (the server process does not load it): "unknown" until one started
+    deadline = time.monotonic() + 60
+    while (sample := _families(server_c.url)["imgopt_build_info"].samples[0]).labels["libvips"] == "unknown":
+        assert time.monotonic() < deadline, "no worker reported its libvips version"
+        time.sleep(0.05)
     assert sample.name == "imgopt_build_info" and sample.value == 1
     assert sample.labels == {"version": imgopt.__version__, "python": platform.python_version(),
                              "libvips": f"{pyvips.version(0)}.{pyvips.version(1)}.{pyvips.version(2)}"}
