@@ -52,7 +52,7 @@ COPY imgopt ./imgopt
 RUN /opt/tools/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
     && /opt/tools/bin/pip --python /opt/imgopt/bin/python install --no-deps --no-index --no-warn-script-location --root /staging /tmp/wheels/imgopt_server-*.whl \
     && cd / && PYTHONPATH=$(echo /staging/opt/imgopt/lib/python3*/site-packages) /opt/imgopt/bin/python -c \
-       "import imgopt.app, imgopt.stores.redis, imgopt.stores.bucket, imgopt.sources.bucket, imgopt.native as n, sys; sys.exit(0 if n.IMPLEMENTATION == 'c' else 'the C kernels were not built')"
+       "import imgopt.app, imgopt.workerproc, imgopt.transform, imgopt.stores.redis, imgopt.stores.bucket, imgopt.sources.bucket, imgopt.native as n, sys; sys.exit(0 if n.IMPLEMENTATION == 'c' else 'the C kernels were not built')"
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.2.0
