@@ -63,6 +63,8 @@ class Pixels:
         return self.width * self.height * self.bands * SAMPLE_BYTES.get(self.format, 8)
 
 
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
 SAMPLE_BYTES = {"uchar": 1, "char": 1, "ushort": 2, "short": 2, "uint": 4, "int": 4, "float": 4}
 
 
@@ -192,7 +194,7 @@ class SharedResized:
         except OSError:  # out of descriptors: encode without keeping the resize
             return img.copy_memory()
         try:
-            os.ftruncate(fd, px.nbytes)
+            os.posix_fallocate(fd, 0, px.nbytes)  # the pages now, so the mapping can take them at once
             out = self._map(fd, px, writable=True)
             img.write(out)
         except BaseException:
@@ -206,8 +208,9 @@ class SharedResized:
         import pyvips
 
         # The mapping lives as long as the image over it (pyvips keeps a reference to it).
+        # MAP_POPULATE maps every page at once: a page fault for each 4 KiB would cost more.
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-        mm = mmap.mmap(fd, px.nbytes, mmap.MAP_SHARED, prot)
+        mm = mmap.mmap(fd, px.nbytes, mmap.MAP_SHARED | _POPULATE, prot)
         return pyvips.Image.new_from_memory(mm, px.width, px.height, px.bands, px.format)
 
 
