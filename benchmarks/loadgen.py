@@ -233,6 +233,7 @@ async def cold_phase(args, jobs, conc, q, sampler):
                 rec = {"image": im["name"], "w": w, "fmt": fmt, "status": None, "ms": None,
                        "bytes": 0, "ctype": None, "out": None, "err": None}
                 st = time.perf_counter()
+                rec["start_ms"] = round((st - t0) * 1000, 1)
                 try:
                     async with s.get(url, headers={"Accept": ACCEPT[fmt]}) as r:
                         body = await r.read()

@@ -10,7 +10,8 @@ then, when ``fds``, one byte carrying that many file descriptors (SCM_RIGHTS), t
 frame (bodies over 64 KiB, copied once each way).
 
 Resized pixels are shared by all workers through the server: a worker that decodes and
-resizes an original writes the pixels into a memfd and hands it to the server with its result;
+resizes an original writes the pixels into a memfd and hands it to the server at once (a
+``("resized", key, pixels)`` message before the job's ``("done", ...)``);
 the server keeps those memfds in an LRU bounded by ``--resized-cache-size`` and passes one to
 the next job for the same original and width, whichever worker runs it; that worker maps it
 read-only and encodes from it, so the formats of one image share one decode and resize.
@@ -29,6 +30,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .jobargs import substitute
@@ -152,27 +154,25 @@ class SharedResized:
     """What transform._resized asks of a memo (get, fits, keep), over the server's memfds.
 
     For one job at a time: ``begin`` gives it the resize the server offered (the job's
-    original and width, or nothing); ``keep`` writes a new resize into a memfd that ``end``
-    hands back for the server to keep."""
+    original and width, or nothing); ``keep`` writes a new resize into a memfd and hands it to
+    the server at once (``publish``), before the job encodes: a job for another format of the
+    same image that starts meanwhile, on another worker, finds it (as with threads)."""
 
     def __init__(self, max_bytes: int, max_share: int) -> None:
         self.max_bytes = max_bytes
         self.max_entry = max_bytes // max(1, max_share)
         self.hits = self.misses = 0
         self._offer: tuple[Any, Pixels, int] | None = None
-        self._made: tuple[Any, Pixels, int] | None = None
+        self.publish: Callable[[Any, Pixels, int], None] = lambda key, px, fd: None
 
     def begin(self, offer: tuple[Any, Pixels, int] | None) -> None:
         self._offer = offer
-        self._made = None
 
-    def end(self) -> tuple[Any, Pixels, int] | None:
-        """The new resize of this job (key, pixels, memfd), if any; closes the offered memfd."""
+    def end(self) -> None:
+        """The job is over: close the memfd it was offered."""
         if self._offer is not None:
             os.close(self._offer[2])
             self._offer = None
-        made, self._made = self._made, None
-        return made
 
     def get(self, key: Any) -> Any:
         if self._offer is None or self._offer[0] != key:
@@ -200,7 +200,10 @@ class SharedResized:
         except BaseException:
             os.close(fd)
             raise
-        self._made = (key, px, fd)
+        try:
+            self.publish(key, px, fd)
+        finally:
+            os.close(fd)  # the server has its own descriptor now
         return out.copy(interpretation=px.interpretation)
 
     @staticmethod
@@ -299,6 +302,14 @@ def worker_main(fd: int, parent: int) -> None:
     from . import animated, autoquality, placeholder  # noqa: F401 - loaded before the first job
 
     memo = SharedResized(cfg["memo_bytes"], cfg["memo_share"])
+
+    def publish(key: Any, px: Pixels, fd: int) -> None:
+        try:
+            send(sock, ("resized", key, px), [], [fd])
+        except OSError:
+            pass  # the server is gone: the job's own answer will fail the same way
+
+    memo.publish = publish
     trim = malloc.idle_trimmer() if cfg["trim"] else None
     hooks = os.environ.get("IMGOPT_TEST_HOOKS") == "1"
     libvips = ".".join(str(pyvips.version(i)) for i in range(3))
@@ -327,9 +338,8 @@ def worker_main(fd: int, parent: int) -> None:
             status, value = "ok", result
         except Exception as e:  # noqa: BLE001 - sent to the server, which raises it there
             status, value = "error", _portable(e)
-        made = memo.end()
-        stats = {"seconds": time.perf_counter() - begin, "rss": _rss(), "memo": (memo.hits, memo.misses),
-                 "resized": None if made is None else made[:2]}
+        memo.end()
+        stats = {"seconds": time.perf_counter() - begin, "rss": _rss(), "memo": (memo.hits, memo.misses)}
         out: list[Any] = []
         if status == "ok":
             body = getattr(value, "body", None)
@@ -339,20 +349,16 @@ def worker_main(fd: int, parent: int) -> None:
                 elif len(body) > INLINE:
                     value = dataclasses.replace(value, body=Frame(0))
                     out.append(body)
-        fds = [] if made is None else [made[2]]
         frames = args = result = None  # type: ignore[assignment]
         try:
             try:
-                send(sock, (status, value, stats), out, fds)
+                send(sock, ("done", status, value, stats), out)
             except OSError:
                 raise
             except Exception as e:  # noqa: BLE001 - a value that does not pickle (nothing was sent)
-                send(sock, ("error", RuntimeError(f"{type(value).__name__}: {value} ({e})"), stats), [], fds)
+                send(sock, ("done", "error", RuntimeError(f"{type(value).__name__}: {value} ({e})"), stats))
         except OSError:
             return
-        finally:
-            if made is not None:
-                os.close(made[2])
         value = None
         out = []
 

@@ -23,7 +23,7 @@ Workers die with the server: PR_SET_PDEATHSIG (SIGKILL when the supervising thre
 lives as long as the pool, goes), and a worker exits on end-of-file on its socket.
 
 The memo of resized originals is shared by all workers: a worker that resizes an original hands
-the pixels back in a memfd, the pool keeps those (``SharedMemo``, an LRU bounded by
+the pixels over in a memfd as soon as they are made (before it encodes), the pool keeps those (``SharedMemo``, an LRU bounded by
 ``--resized-cache-size``) and gives the next job for that original and width a descriptor of
 its own, whichever worker runs it; so the formats of one image share one decode and resize, as
 with threads.
@@ -132,8 +132,8 @@ class _Task:
     offer: Segment | None  # the resize this job may start from (its descriptor is the task's)
 
 
-# What a job came to: (status, result or exception, seconds, the resize it made or None).
-_Outcome = tuple[str, Any, float, Segment | None]
+# What a job came to: (status, result or exception, seconds).
+_Outcome = tuple[str, Any, float]
 
 _TRIM = object()
 _STOP = object()
@@ -179,12 +179,11 @@ class _Slot:
                 log.exception("image worker %d: unexpected error", self.index)
                 self._discard(kill=True)
                 self._after = self._respawn
-                outcome = ("error", WorkerCrashed(f"{type(e).__name__}: {e}"), 0.0, None)
+                outcome = ("error", WorkerCrashed(f"{type(e).__name__}: {e}"), 0.0)
             finally:
                 if task.offer is not None:
                     os.close(task.offer[2])
-            if not _call_soon(task.loop, self.pool._finish, self, task, outcome) and outcome[3] is not None:
-                os.close(outcome[3][2])
+            _call_soon(task.loop, self.pool._finish, self, task, outcome)
             if self._after is not None:  # a replacement, once the caller has its answer
                 self._after()
 
@@ -235,7 +234,7 @@ class _Slot:
         try:
             self._ensure_ready()
         except (WorkerCrashed, OSError) as e:
-            return "error", WorkerCrashed(str(e)), 0.0, None
+            return "error", WorkerCrashed(str(e)), 0.0
         assert self.sock is not None and self.proc is not None
         args, frames = pack_args(task.args)
         begin = time.monotonic()
@@ -249,7 +248,12 @@ class _Slot:
                 wait = None if kill_at is None else max(0.0, kill_at - time.monotonic())
                 if readable(self.sock, wait):
                     head, frames, fds = recv(self.sock)
-                    break
+                    if head[0] != "resized":
+                        break
+                    # a resize the job made, handed over before it encodes: kept at once
+                    segment = (head[1], head[2], fds[0])
+                    if not _call_soon(task.loop, self.pool._keep, segment):
+                        os.close(fds[0])
                 if kill_at is not None and time.monotonic() >= kill_at:
                     pid = self.proc.pid
                     self._discard(kill=True)
@@ -257,20 +261,17 @@ class _Slot:
                     log.error("image worker %d (pid %d) killed: its job ran %.1f s past its deadline",
                               self.index, pid, GRACE)
                     self._after = self._respawn
-                    return "error", TimeoutError(), time.monotonic() - begin, None
+                    return "error", TimeoutError(), time.monotonic() - begin
         except (EOFError, OSError):
             pid = self.proc.pid
             reason = self._discard(kill=True)
             self.pool.crashed += 1
             log.error("image worker %d (pid %d) died while processing an image (%s)", self.index, pid, reason)
             self._after = self._respawn
-            return "error", WorkerCrashed(reason), time.monotonic() - begin, None
+            return "error", WorkerCrashed(reason), time.monotonic() - begin
         seconds = time.monotonic() - begin
         self.jobs += 1
-        status, value, stats = head
-        made: Segment | None = None
-        if stats.get("resized") is not None and fds:
-            made = (stats["resized"][0], stats["resized"][1], fds.pop(0))
+        _done, status, value, stats = head
         for fd in fds:
             os.close(fd)
         self.pool.memo.per_worker[self.index] = stats["memo"]
@@ -283,7 +284,7 @@ class _Slot:
             seconds = stats["seconds"]
         self.rss = stats["rss"]
         self._after = self._maybe_recycle
-        return status, value, seconds, made
+        return status, value, seconds
 
     def _maybe_recycle(self) -> None:
         p, rss = self.pool, self.rss
@@ -491,14 +492,15 @@ class ProcessPool(Admission):
     def _release_abandoned(self) -> None:
         self.admitted -= 1
 
+    def _keep(self, segment: Segment) -> None:
+        if self._closed:
+            os.close(segment[2])
+        else:
+            self.memo.keep(*segment)
+
     def _finish(self, slot: _Slot, task: _Task, outcome: _Outcome) -> None:
-        status, value, seconds, made = outcome
+        status, value, seconds = outcome
         self.running -= 1
-        if made is not None:
-            if self._closed:
-                os.close(made[2])
-            else:
-                self.memo.keep(*made)
         if self._observe is not None:
             self._observe(value if status == "ok" else None, seconds)
         if not task.future.done():
