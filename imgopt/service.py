@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -139,18 +140,22 @@ class ImageService:
         return Served(fast.entry, "MISS", max_age=FAST_FIRST_MAX_AGE)
 
     async def _avif_when_idle(self, req: ImageRequest, key: str) -> None:
-        """Make a deferred AVIF once no other image work is admitted, one at a time, so that it
-        never takes a worker a request is waiting for. Under sustained load it waits for a lull;
-        an AVIF request meanwhile makes it at once (the same single flight)."""
+        """Make a deferred AVIF with spare capacity, one at a time, never taking a worker a
+        request is waiting for. With worker processes it runs in a process of its own at the
+        lowest CPU priority once a worker is free (work that arrives meanwhile takes the CPU
+        back from it); with threads, once no other image work is admitted. Under sustained load
+        it waits for a lull."""
+        background = isinstance(self.pool, ProcessPool)
         async with self._background:
-            while self.pool.admitted > 0:
+            while self.pool.admitted >= (self.pool.workers if background else 1):
                 await asyncio.sleep(IDLE_POLL)
             if key in self._flights:
                 return  # an AVIF request is making it
             if self.memory.get(key) is not None or await asyncio.to_thread(self.store.get, key) is not None:
                 return
             try:
-                await self._flights.run(key, lambda: self.coordinator.run(key, None, lambda: self._produce(req, key, None)))
+                await self._flights.run(key, lambda: self.coordinator.run(
+                    key, None, lambda: self._produce(req, key, None, background=background)))
             except Exception as e:  # noqa: BLE001 - a background refinement: the WebP was served
                 log.warning("deferred AVIF for %s failed: %s", req.href, e)
 
@@ -169,10 +174,13 @@ class ImageService:
         await asyncio.sleep(REFRESH_DELAY)
         return await self.coordinator.run(key, stale, lambda: self._produce(req, key, stale))
 
-    async def _produce(self, req: ImageRequest, key: str, previous: Entry | None) -> Entry:
+    async def _produce(self, req: ImageRequest, key: str, previous: Entry | None, background: bool = False) -> Entry:
+        """Fetch, transform and store one variant. ``background``: in the process pool's
+        background worker, without a place in the queue (the caller runs one at a time)."""
         s = self.settings
         cfg = s.images
-        async with self.pool.admit():
+        admitted = contextlib.nullcontext() if background else self.pool.admit()
+        async with admitted:
             original = await metrics.tracked_fetch(self.fetcher.fetch(req), metrics.fetch_source(req.remote is not None, s.local_root))
             max_age = max(cfg.minimum_cache_ttl, get_max_age(original.cache_control))
             upstream_tag = quoted(original.etag)
@@ -189,7 +197,8 @@ class ImageService:
                     if self._crashed_recently(fingerprint):
                         raise ImageError(500, CRASHED)
                     step = PLACEHOLDER if req.placeholder else TRANSFORM
-                    result = await self.pool.run(
+                    run = self.pool.run_background if background else self.pool.run  # type: ignore[union-attr]
+                    result = await run(
                         step, original.body, req.mime, cfg.dangerously_allow_svg,
                         req.width, req.quality, s.max_input_pixels, DEADLINE,
                         extensions.for_request(cfg, req), MEMO, source_id,

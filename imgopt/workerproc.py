@@ -289,6 +289,8 @@ def worker_main(fd: int, parent: int) -> None:
     sock = socket.socket(fileno=fd)
     head, _, _ = recv(sock)
     cfg = head[1]
+    if cfg.get("nice"):  # a worker for background jobs: only the CPU the others leave
+        os.nice(cfg["nice"])
     from . import logs
 
     logs.configure(*cfg["log"])

@@ -142,9 +142,10 @@ _STOP = object()
 class _Slot:
     """One worker process and the thread that supervises it."""
 
-    def __init__(self, pool: ProcessPool, index: int) -> None:
+    def __init__(self, pool: ProcessPool, index: int, config: dict[str, Any] | None = None) -> None:
         self.pool = pool
         self.index = index
+        self.config = config if config is not None else pool.worker_config
         self.proc: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
         self.ready = False
@@ -204,7 +205,7 @@ class _Slot:
         self.sock = parent
         self.ready = False
         self.jobs = 0
-        send(self.sock, ("init", self.pool.worker_config))
+        send(self.sock, ("init", self.config))
         self.pool.spawned += 1
 
     def _ensure_ready(self) -> None:
@@ -426,6 +427,7 @@ class ProcessPool(Admission):
         self._closed = False
         for s in self._slots:  # each starts its worker now: the first request does not wait
             s.thread.start()
+        self._background: _Slot | None = None  # started with the first background job
 
     async def _acquire(self) -> _Slot:
         if self._idle and not self._waiters:
@@ -489,6 +491,22 @@ class ProcessPool(Admission):
                 fut.add_done_callback(lambda _f: self._release_abandoned())
             raise
 
+    async def run_background(self, fn: Callable[..., Any], *args: Any, timeout: float | None = None,
+                             key: Hashable | None = None) -> Any:
+        """Run ``fn(*args)`` in a worker process of its own at the lowest CPU priority (nice 19):
+        it takes no worker and no place in the queue, and the kernel gives it only the CPU the
+        workers leave. One such job at a time (the caller's to ensure); the same deadline and
+        kill as :meth:`run`. Used for work nobody waits for (--fast-first's deferred AVIFs)."""
+        if self._closed:
+            raise RuntimeError("the worker pool is shut down")
+        if self._background is None:
+            self._background = _Slot(self, self.workers, {**self.worker_config, "nice": 19})
+            self._background.thread.start()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._background.submit(_Task(fn, args, timeout, fut, loop, self.memo.offer(key)))
+        return await asyncio.shield(fut)
+
     def _release_abandoned(self) -> None:
         self.admitted -= 1
 
@@ -500,7 +518,9 @@ class ProcessPool(Admission):
 
     def _finish(self, slot: _Slot, task: _Task, outcome: _Outcome) -> None:
         status, value, seconds = outcome
-        self.running -= 1
+        background = slot is self._background
+        if not background:
+            self.running -= 1
         if self._observe is not None:
             self._observe(value if status == "ok" else None, seconds)
         if not task.future.done():
@@ -509,7 +529,8 @@ class ProcessPool(Admission):
             else:
                 task.future.set_exception(value)
             task.future.add_done_callback(_retrieve)
-        self._release(slot)
+        if not background:
+            self._release(slot)
 
     def pids(self) -> list[int | None]:
         return [s.pid for s in self._slots]
@@ -531,9 +552,10 @@ class ProcessPool(Admission):
         if self._closed:
             return
         self._closed = True
-        for s in self._slots:
+        slots = self._slots + ([self._background] if self._background is not None else [])
+        for s in slots:
             s.submit(_STOP)
-        for s in self._slots:
+        for s in slots:
             s.thread.join(timeout=30)
         self.memo.clear()
 

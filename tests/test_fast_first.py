@@ -92,25 +92,35 @@ def test_the_flag_and_its_variable(tmp_path: Path) -> None:
     assert r.returncode == 2 and "--fast-first: invalid value 'maybe'" in r.stderr
 
 
-def test_the_avif_waits_for_spare_capacity(root: Path, make_server: Any, tmp_path: Path) -> None:
-    """While other image work is admitted, the deferred AVIF does not take a worker; it is made
-    once the work is done."""
-    from test_isolation import HOOKS, in_background, marked, metric, wait_for
+def test_the_avif_waits_for_a_free_worker_and_is_made_at_the_lowest_priority(root: Path, make_server: Any,
+                                                                              tmp_path: Path) -> None:
+    """While every worker is busy the deferred AVIF waits; then it is made in a worker process
+    of its own at nice 19, which takes no worker from requests."""
+    from test_isolation import HOOKS, in_background, marked, metric, wait_for, worker_pids
 
     release = tmp_path / "release"
-    (root / "held.png").write_bytes(marked(f"IMGOPT-TEST-WAIT:{release};"))
+    for n in (1, 2):
+        (root / f"held{n}.png").write_bytes(marked(f"IMGOPT-TEST-WAIT:{release};{n}"))
     srv = make_server(IMAGES, "--local-root", str(root), "--fast-first", "--workers", "2", env=HOOKS)
-    held, held_out = in_background(lambda: srv.get("/held.png", 64, 75))
-    wait_for(lambda: metric(srv, "imgopt_pool_running") == 1, "the held job on a worker")
     url = f"{srv.url}/_next/image?url=%2Fa.jpg&w=640&q=75"
-    first = httpx.get(url, headers={"Accept": CHROME}, timeout=60)
-    assert first.headers["content-type"] == "image/webp"
+    assert httpx.get(url, headers={"Accept": "image/webp"}, timeout=60).headers["content-type"] == "image/webp"
+    held = [in_background(lambda n=n: srv.get(f"/held{n}.png", 64, 75)) for n in (1, 2)]
+    wait_for(lambda: metric(srv, "imgopt_pool_running") == 2, "both workers held")
+    first = httpx.get(url, headers={"Accept": CHROME}, timeout=60)  # the WebP from the cache
+    assert first.headers["content-type"] == "image/webp" and first.headers["x-nextjs-cache"] == "MISS"
+    assert first.headers["cache-control"] == "public, max-age=60, must-revalidate"
     again = httpx.get(url, headers={"Accept": CHROME}, timeout=60)  # still no AVIF: WebP again
-    assert again.headers["content-type"] == "image/webp" and again.headers["x-nextjs-cache"] == "MISS"
+    assert again.headers["content-type"] == "image/webp"
     assert transforms(srv.url).get("avif", 0) == 0
     release.write_bytes(b"")
-    held.join(30)
-    assert held_out and held_out[0].status_code == 200
+    for thread, out in held:
+        thread.join(30)
+        assert out and out[0].status_code == 200
     wait_for(lambda: transforms(srv.url).get("avif", 0) == 1, "the deferred AVIF")
     later = httpx.get(url, headers={"Accept": CHROME}, timeout=60)
     assert later.headers["content-type"] == "image/avif" and later.headers["x-nextjs-cache"] == "HIT"
+    # each worker is started by its supervising thread, so look at every thread's children
+    children = {int(p) for t in Path(f"/proc/{srv.proc.pid}/task").iterdir() for p in (t / "children").read_text().split()}
+    (background,) = children - worker_pids(srv)
+    nice = int(Path(f"/proc/{background}/stat").read_text().rsplit(")", 1)[1].split()[16])
+    assert nice == 19 and len(worker_pids(srv)) == 2
