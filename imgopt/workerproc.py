@@ -196,6 +196,10 @@ class SharedResized:
         try:
             os.posix_fallocate(fd, 0, px.nbytes)  # the pages now, so the mapping can take them at once
             out = self._map(fd, px, writable=True)
+        except OSError:  # no memory for it (a container's limit): encode without keeping the resize
+            os.close(fd)
+            return img.copy_memory()
+        try:
             img.write(out)
         except BaseException:
             os.close(fd)

@@ -450,3 +450,26 @@ def test_the_worker_processes_share_one_memo_of_resizes(tmp_path, monkeypatch):
         assert memfds() == before
 
     asyncio.run(main())
+
+
+def test_a_resize_with_no_memory_for_its_memfd_is_encoded_without_being_kept(monkeypatch):
+    import errno
+    import os
+
+    import pyvips
+
+    from imgopt.workerproc import SharedResized
+
+    memo = SharedResized(1 << 20, 4)
+    published: list = []
+    memo.publish = lambda key, px, fd: published.append((key, px.nbytes, os.fstat(fd).st_size))
+    img = (pyvips.Image.black(20, 10, bands=3) + 7).cast("uchar")
+    kept = memo.keep(("a", 20), img)
+    assert published == [(("a", 20), 600, 600)] and kept.avg() == 7 and (kept.width, kept.height) == (20, 10)
+
+    def no_memory(*_args):
+        raise OSError(errno.ENOMEM, "no memory")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_memory)
+    kept = memo.keep(("b", 20), img)
+    assert len(published) == 1 and kept.avg() == 7 and (kept.width, kept.height) == (20, 10)
