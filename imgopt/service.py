@@ -140,14 +140,13 @@ class ImageService:
         return Served(fast.entry, "MISS", max_age=FAST_FIRST_MAX_AGE)
 
     async def _avif_when_idle(self, req: ImageRequest, key: str) -> None:
-        """Make a deferred AVIF with spare capacity, one at a time, never taking a worker a
-        request is waiting for. With worker processes it runs in a process of its own at the
-        lowest CPU priority once a worker is free (work that arrives meanwhile takes the CPU
-        back from it); with threads, once no other image work is admitted. Under sustained load
-        it waits for a lull."""
+        """Make a deferred AVIF with spare capacity, one at a time, once no other image work is
+        admitted; under sustained load it waits for a lull. With worker processes it runs in a
+        process of its own at the lowest CPU priority, so work that arrives meanwhile has every
+        worker and takes the CPU back from it at once; with threads it takes a worker."""
         background = isinstance(self.pool, ProcessPool)
         async with self._background:
-            while self.pool.admitted >= (self.pool.workers if background else 1):
+            while self.pool.admitted > 0:
                 await asyncio.sleep(IDLE_POLL)
             if key in self._flights:
                 return  # an AVIF request is making it

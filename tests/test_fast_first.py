@@ -92,9 +92,9 @@ def test_the_flag_and_its_variable(tmp_path: Path) -> None:
     assert r.returncode == 2 and "--fast-first: invalid value 'maybe'" in r.stderr
 
 
-def test_the_avif_waits_for_a_free_worker_and_is_made_at_the_lowest_priority(root: Path, make_server: Any,
+def test_the_avif_waits_for_a_lull_and_is_made_at_the_lowest_priority(root: Path, make_server: Any,
                                                                               tmp_path: Path) -> None:
-    """While every worker is busy the deferred AVIF waits; then it is made in a worker process
+    """While image work is admitted the deferred AVIF waits; then it is made in a worker process
     of its own at nice 19, which takes no worker from requests."""
     from test_isolation import HOOKS, in_background, marked, metric, wait_for, worker_pids
 
