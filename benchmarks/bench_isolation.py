@@ -128,7 +128,7 @@ def run_mode(mode: str, root: Path, clients: int, workers: int, log: Path) -> tu
         cpu = tree_cpu(proc.pid) - before
         metrics = httpx.get(base + "/metrics", timeout=10).text
         hits = next((float(line.split()[-1]) for line in metrics.splitlines()
-                     if line.startswith('imgopt_resized_lookups{result="hit"}')), 0.0)
+                     if line.startswith('imgopt_resized_lookups_total{result="hit"}')), 0.0)
         print(f"  {mode}: resized-memo hits {hits:.0f}", flush=True)
         bad = [c for c in codes if c != 200]
         if bad:
