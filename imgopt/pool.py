@@ -82,7 +82,7 @@ class WorkerPool(Admission):
         when it is queued: an argument given as :data:`DEADLINE` becomes
         ``time.monotonic() + timeout`` at that moment (the transform's own deadline), and the
         caller gives up with TimeoutError 2 s after it (a backstop, should the work not stop).
-        ``key`` is for the process pool (which worker holds a resize); threads share one memo.
+        ``key`` is for the process pool (the resize the job may take from its shared memo); threads share one memo.
         """
         loop = asyncio.get_running_loop()
         started = loop.create_future()

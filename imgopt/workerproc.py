@@ -1,4 +1,4 @@
-"""The worker process's side of imgopt/workers.py: its message framing, its share of the memo of
+"""The worker process's side of imgopt/workers.py: its message framing, its side of the shared memo of
 resized originals, and its main loop (``python -m imgopt.workerproc FD PARENT_PID``).
 
 It imports only what a job needs: no asyncio, no multiprocessing, no web stack (each import
