@@ -37,6 +37,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -63,6 +64,13 @@ class WorkerCrashed(Exception):
 Segment = tuple[Hashable, Pixels, int]  # a resize: (its key, what the memfd holds, the memfd)
 
 
+def _memo_entries() -> int:
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1024
+    return max(64, min(1024, soft // 8))
+
+
 class SharedMemo:
     """The resized originals the workers made, as memfds, bounded by bytes (LRU), plus the
     workers' hit and miss counts (what metrics.bind_memory reads).
@@ -73,8 +81,11 @@ class SharedMemo:
 
     max_share = 4  # one resize may take at most a quarter of the budget, as ResizedMemo
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, max_entries: int | None = None) -> None:
         self.max_bytes = max_bytes
+        # Each entry holds a file descriptor: many small resizes must not use up the open-file
+        # limit that connections and the cache need (an eighth of it, 64 to 1024 entries).
+        self.max_entries = max_entries if max_entries is not None else _memo_entries()
         self.bytes = 0
         self.per_worker: dict[int, tuple[int, int]] = {}
         self.retired = (0, 0)  # hits and misses of workers that are gone
@@ -110,7 +121,7 @@ class SharedMemo:
             return
         self._items[key] = (px, fd)
         self.bytes += size
-        while self.bytes > self.max_bytes and self._items:
+        while (self.bytes > self.max_bytes or len(self._items) > self.max_entries) and self._items:
             _key, (old, old_fd) = self._items.popitem(last=False)
             self.bytes -= old.nbytes
             os.close(old_fd)

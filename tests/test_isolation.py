@@ -473,3 +473,37 @@ def test_a_resize_with_no_memory_for_its_memfd_is_encoded_without_being_kept(mon
     monkeypatch.setattr(os, "posix_fallocate", no_memory)
     kept = memo.keep(("b", 20), img)
     assert len(published) == 1 and kept.avg() == 7 and (kept.width, kept.height) == (20, 10)
+
+
+def test_the_shared_memo_holds_a_bounded_number_of_descriptors():
+    """Many small resizes do not use up the open-file limit: the pool keeps at most
+    max_entries memfds (the oldest go first) and closes what it drops."""
+    import os
+
+    from imgopt.workerproc import Pixels
+    from imgopt.workers import SharedMemo
+
+    def open_memfds() -> list[str]:
+        names = []
+        for n in os.listdir("/proc/self/fd"):
+            try:
+                link = os.readlink(f"/proc/self/fd/{n}")
+            except FileNotFoundError:  # the listing's own descriptor
+                continue
+            if link.startswith("/memfd:bounded-"):
+                names.append(link.split()[0].removeprefix("/memfd:"))
+        return sorted(names)
+
+    memo = SharedMemo(1 << 30, max_entries=3)
+    for n in range(5):
+        fd = os.memfd_create(f"bounded-{n}")
+        os.ftruncate(fd, 12)
+        memo.keep(("img", n), Pixels(2, 2, 3, "uchar", "srgb"), fd)
+    assert list(memo._items) == [("img", 2), ("img", 3), ("img", 4)] and memo.bytes == 36
+    assert open_memfds() == ["bounded-2", "bounded-3", "bounded-4"]
+    offered = memo.offer(("img", 4))
+    assert offered is not None
+    os.close(offered[2])
+    memo.clear()
+    assert open_memfds() == []
+    assert SharedMemo(1).max_entries >= 64
