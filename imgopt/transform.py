@@ -26,35 +26,22 @@ from dataclasses import dataclass
 import pyvips
 
 from . import vipslog  # before libvips starts: see vipslog
-from .errors import NOT_AN_IMAGE, TYPE_NOT_ALLOWED, ImageError  # noqa: F401 - also imgopt.transform's
+from .errors import ImageError
 from .extensions import NONE as NO_EXTRAS
 from .extensions import AutoQuality, Extras
 
-# What needs no libvips lives in imagetypes (the server's side); imgopt.transform keeps its names.
+# What needs no libvips lives in imagetypes (the server's side); these are the names used here
+# and, through imgopt.transform, by the other image steps and the tests.
 from .imagetypes import (  # noqa: F401
     AVIF,
-    BMP,
-    BYPASS,
-    EXTENSIONS,
     GIF,
-    HEIC,
-    ICNS,
-    ICO,
-    JP2,
     JPEG,
-    JXL,
-    PDF,
     PNG,
     SVG,
     TIFF,
     WEBP,
-    Plan,
     Result,
     TransformTimeout,
-    _gif_is_animated,
-    _has,
-    _png_is_animated,
-    _webp_is_animated,
     detect_type,
     is_animated,
     libvips_threads,
