@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from .lru import BytesLRU
 from .pool import Admission, Observer
 from .workerproc import Frame, Pixels, SameAsInput, pack_args, readable, recv, send, unpack
 
@@ -71,9 +72,9 @@ def _memo_entries() -> int:
     return max(64, min(1024, soft // 8))
 
 
-class SharedMemo:
-    """The resized originals the workers made, as memfds, bounded by bytes (LRU), plus the
-    workers' hit and miss counts (what metrics.bind_memory reads).
+class SharedMemo(BytesLRU[Hashable, tuple[Pixels, int]]):
+    """The resized originals the workers made, as memfds (pixels, descriptor), bounded by bytes
+    and by count (LRU), plus the workers' hit and miss counts (what metrics.bind_memory reads).
 
     The entries are touched only on the event loop (the counts by the supervising threads). A
     job is offered a duplicate of an entry's descriptor, closed once sent: dropping an entry
@@ -82,14 +83,18 @@ class SharedMemo:
     max_share = 4  # one resize may take at most a quarter of the budget, as ResizedMemo
 
     def __init__(self, max_bytes: int, max_entries: int | None = None) -> None:
-        self.max_bytes = max_bytes
+        super().__init__(max_bytes)
         # Each entry holds a file descriptor: many small resizes must not use up the open-file
         # limit that connections and the cache need (an eighth of it, 64 to 1024 entries).
         self.max_entries = max_entries if max_entries is not None else _memo_entries()
-        self.bytes = 0
         self.per_worker: dict[int, tuple[int, int]] = {}
         self.retired = (0, 0)  # hits and misses of workers that are gone
-        self._items: collections.OrderedDict[Hashable, tuple[Pixels, int]] = collections.OrderedDict()
+
+    def size_of(self, value: tuple[Pixels, int]) -> int:
+        return value[0].nbytes
+
+    def dropped(self, value: tuple[Pixels, int]) -> None:
+        os.close(value[1])
 
     @property
     def hits(self) -> int:
@@ -104,10 +109,9 @@ class SharedMemo:
         self.retired = (self.retired[0] + h, self.retired[1] + m)
 
     def offer(self, key: Hashable | None) -> Segment | None:
-        found = None if key is None else self._items.get(key)
+        found = None if key is None else self.get(key)
         if found is None:
             return None
-        self._items.move_to_end(key)
         try:
             return key, found[0], os.dup(found[1])
         except OSError:
@@ -115,22 +119,10 @@ class SharedMemo:
 
     def keep(self, key: Hashable, px: Pixels, fd: int) -> None:
         """Take ``fd`` (closed when dropped); an entry already kept for ``key`` stays."""
-        size = px.nbytes
-        if key in self._items or size > self.max_bytes // self.max_share:
+        if key in self._items:
             os.close(fd)
-            return
-        self._items[key] = (px, fd)
-        self.bytes += size
-        while (self.bytes > self.max_bytes or len(self._items) > self.max_entries) and self._items:
-            _key, (old, old_fd) = self._items.popitem(last=False)
-            self.bytes -= old.nbytes
-            os.close(old_fd)
-
-    def clear(self) -> None:
-        while self._items:
-            _key, (px, fd) = self._items.popitem()
-            os.close(fd)
-        self.bytes = 0
+        else:
+            self.put(key, (px, fd))
 
 
 @dataclasses.dataclass
