@@ -26,6 +26,14 @@ def libvips_threads(workers: int, cpus: int | None = None) -> int:
 
 
 
+_SAMPLE_BYTES = {"uchar": 1, "char": 1, "ushort": 2, "short": 2, "uint": 4, "int": 4, "float": 4}
+
+
+def pixel_bytes(width: int, height: int, bands: int, fmt: str) -> int:
+    """Bytes of an uncompressed image with samples of libvips format ``fmt``."""
+    return width * height * bands * _SAMPLE_BYTES.get(fmt, 8)
+
+
 # -- detection -------------------------------------------------------------------------------
 
 JPEG, PNG, GIF, WEBP, AVIF = "image/jpeg", "image/png", "image/gif", "image/webp", "image/avif"

@@ -45,6 +45,7 @@ from .imagetypes import (  # noqa: F401
     detect_type,
     is_animated,
     libvips_threads,
+    pixel_bytes,
     plan,
 )
 from .lru import BytesLRU
@@ -246,9 +247,6 @@ def _check_encode_budget(img: pyvips.Image, job: Job) -> None:
         raise _DecodeFailed(f"a {img.width}x{img.height} {job.output} would not be encoded in time")
 
 
-_SAMPLE_BYTES = {"uchar": 1, "char": 1, "ushort": 2, "short": 2, "uint": 4, "int": 4, "float": 4}
-
-
 class ResizedMemo(BytesLRU[tuple[str, int], pyvips.Image]):
     """Recently resized originals (8-bit sRGB pixels in memory), bounded by bytes, LRU.
 
@@ -270,7 +268,7 @@ class ResizedMemo(BytesLRU[tuple[str, int], pyvips.Image]):
         self._lock = threading.Lock()
 
     def size_of(self, img: pyvips.Image) -> int:
-        return img.width * img.height * img.bands * _SAMPLE_BYTES.get(img.format, 8)
+        return pixel_bytes(img.width, img.height, img.bands, img.format)
 
     def get(self, key: tuple[str, int]) -> pyvips.Image | None:
         with self._lock:

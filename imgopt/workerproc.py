@@ -30,9 +30,10 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from .imagetypes import pixel_bytes
 from .jobargs import substitute
 
 INLINE = 64 << 10  # larger bytes go as their own frame, not inside the pickle
@@ -62,12 +63,10 @@ class Pixels:
 
     @property
     def nbytes(self) -> int:
-        return self.width * self.height * self.bands * SAMPLE_BYTES.get(self.format, 8)
+        return pixel_bytes(self.width, self.height, self.bands, self.format)
 
 
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
-
-SAMPLE_BYTES = {"uchar": 1, "char": 1, "ushort": 2, "short": 2, "uint": 4, "int": 4, "float": 4}
 
 
 # -- framing -----------------------------------------------------------------------------------
@@ -85,9 +84,7 @@ def _send_frame(sock: socket.socket, data: bytes | bytearray | memoryview) -> No
 
 def _read_exactly(sock: socket.socket, size: int) -> bytes:
     data = sock.recv(size, socket.MSG_WAITALL)
-    while len(data) < size:  # a signal cut the wait short
-        if not data and size:
-            raise EOFError
+    while len(data) < size:  # a signal cut the wait short, or the peer is gone
         more = sock.recv(size - len(data), socket.MSG_WAITALL)
         if not more:
             raise EOFError
@@ -103,7 +100,7 @@ def _read_frame(sock: socket.socket) -> bytes:
     return _read_exactly(sock, size) if size else b""
 
 
-def send(sock: socket.socket, head: Any, frames: list[Any] = (), fds: list[int] = ()) -> None:  # type: ignore[assignment]
+def send(sock: socket.socket, head: Any, frames: Sequence[Any] = (), fds: Sequence[int] = ()) -> None:
     _send_frame(sock, pickle.dumps((len(frames), len(fds), head), protocol=pickle.HIGHEST_PROTOCOL))
     if fds:
         sock.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
@@ -183,21 +180,20 @@ class SharedResized:
         return self._map(fd, px).copy(interpretation=px.interpretation)
 
     def fits(self, img: Any) -> bool:
-        return bool(self.max_entry) and img.width * img.height * img.bands * SAMPLE_BYTES.get(img.format, 8) <= self.max_entry
+        return bool(self.max_entry) and pixel_bytes(img.width, img.height, img.bands, img.format) <= self.max_entry
 
     def keep(self, key: Any, img: Any) -> Any:
         """Decode and resize now, straight into a new memfd (killable: img carries the job's
         deadline watch), keep that for the server, and return an image over it to encode."""
         px = Pixels(img.width, img.height, img.bands, str(img.format), str(img.interpretation))
+        fd = -1
         try:
             fd = os.memfd_create("imgopt-resized", os.MFD_CLOEXEC)
-        except OSError:  # out of descriptors: encode without keeping the resize
-            return img.copy_memory()
-        try:
             os.posix_fallocate(fd, 0, px.nbytes)  # the pages now, so the mapping can take them at once
             out = self._map(fd, px, writable=True)
-        except OSError:  # no memory for it (a container's limit): encode without keeping the resize
-            os.close(fd)
+        except OSError:  # no descriptor or no memory for it (a container's limit): encode without keeping it
+            if fd >= 0:
+                os.close(fd)
             return img.copy_memory()
         try:
             img.write(out)
