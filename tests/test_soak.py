@@ -23,31 +23,13 @@ from typing import Any
 
 import httpx
 from PIL import Image
-
 from test_isolation import HOOKS, marked, metric, png, text_flood, wait_for, worker_pids
+from test_security_overload import tree_rss_kb
 
 SOAK_SECONDS = float(os.environ.get("IMGOPT_SOAK_SECONDS", "40"))
 WORKERS, QUEUE = 2, 3
 CLIENTS = 4 * (WORKERS + QUEUE)  # four times the places
 WIDTHS = (32, 48, 64, 96, 128, 256)
-
-
-def rss_tree(pid: int) -> int:
-    """Resident bytes of a process and its children (the worker processes)."""
-    total = 0
-    pids = [pid]
-    try:
-        pids += [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        pass
-    for p in pids:
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            pass
-    return total
 
 
 def test_four_times_overload_with_hostile_originals_and_a_killed_worker(make_server: Any, tmp_path: Path) -> None:
@@ -128,7 +110,7 @@ def test_four_times_overload_with_hostile_originals_and_a_killed_worker(make_ser
                 if not ok:
                     problems.append("/healthz did not answer 200")
                 assert srv.proc is not None
-                peak_rss[0] = max(peak_rss[0], rss_tree(srv.proc.pid))
+                peak_rss[0] = max(peak_rss[0], tree_rss_kb(srv.proc.pid) * 1024)
                 stop.wait(0.2)
 
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(CLIENTS)]
