@@ -15,7 +15,7 @@ from typing import Any
 
 from .extensions import AnimatedLimits, AutoQuality, parse_animated, parse_auto_quality
 from .objectstorage import BucketURL
-from .patterns import LocalPattern, PatternError, RemotePattern, default_local_patterns
+from .patterns import LocalPattern, PatternError, RemotePattern, default_local_patterns, has_remote_match, parse_url
 
 DEFAULT_DEVICE_SIZES = (640, 750, 828, 1080, 1200, 1920, 2048, 3840)
 DEFAULT_IMAGE_SIZES = (32, 48, 64, 96, 128, 256, 384)
@@ -167,6 +167,8 @@ def parse_images_config(obj: Any) -> ImagesConfig:
             )
     except PatternError as e:
         raise ConfigError(f"images: {e}".replace("\n", " ")) from None
+    if "assetPrefix" in obj:
+        kw["remote_patterns"] = _with_asset_prefix(obj["assetPrefix"], kw.get("remote_patterns", ()))
     if "basePath" in obj:
         bp = obj["basePath"]
         if not isinstance(bp, str):
@@ -225,11 +227,30 @@ def parse_images_config(obj: Any) -> ImagesConfig:
     return ImagesConfig(**kw)
 
 
+def _with_asset_prefix(prefix: Any, patterns: tuple[RemotePattern, ...]) -> tuple[RemotePattern, ...]:
+    """next.config's ``assetPrefix``: when it is an http(s) URL, static imports are built as
+    ``{assetPrefix}/_next/static/media/…``, absolute URLs on that host, and Next's config.ts
+    allows them by adding ``{hostname, protocol, port}`` of the prefix to ``remotePatterns``
+    unless a pattern already matches the prefix. imgopt does the same."""
+    if not isinstance(prefix, str):
+        raise ConfigError(f'images.assetPrefix: Specified assetPrefix is not a string, found type "{type(prefix).__name__}"')
+    if not prefix.startswith("http"):
+        return patterns  # a path prefix: static imports stay local urls
+    try:
+        url = parse_url(prefix)
+    except ValueError as e:
+        raise ConfigError(f"images.assetPrefix: Invalid assetPrefix provided. Original error: {e}") from None
+    protocol = url.protocol[:-1]
+    if protocol not in ("http", "https") or has_remote_match((), patterns, url):
+        return patterns  # ("httpx://…": nothing imgopt could fetch from)
+    return (*patterns, RemotePattern(hostname=url.hostname, protocol=protocol, port=url.port))
+
+
 _KNOWN_KEYS = {
     "deviceSizes", "imageSizes", "qualities", "formats", "minimumCacheTTL", "remotePatterns",
     "localPatterns", "domains", "dangerouslyAllowSVG", "contentSecurityPolicy",
     "contentDispositionType", "maximumResponseBody", "maximumRedirects", "dangerouslyAllowLocalIP",
-    "maximumDiskCacheSize", "loader", "unoptimized", "basePath", "trailingSlash",
+    "maximumDiskCacheSize", "loader", "unoptimized", "basePath", "trailingSlash", "assetPrefix",
     "autoQuality", "animated",  # imgopt extensions
 } | _IGNORED_KEYS
 

@@ -109,17 +109,17 @@ try {
   if (typeof config === 'function') config = await config(phase, { defaultConfig })
   if (config === null || typeof config !== 'object') {
     send({ error: `the config is not an object (got ${config === null ? 'null' : typeof config})` }, 1)
-  } else if (config.images === undefined || config.images === null) {
-    send({ noImages: true }, 1)
   } else {
-    const images = typeof config.images === 'object' && !Array.isArray(config.images) ? { ...config.images } : config.images
+    // no images section (or null): Next's defaults, as next start uses them
+    const images = config.images === undefined || config.images === null ? {}
+      : typeof config.images === 'object' && !Array.isArray(config.images) ? { ...config.images } : config.images
     if (Array.isArray(images.remotePatterns)) {
       images.remotePatterns = images.remotePatterns.map((p) =>
         p instanceof URL
           ? { protocol: p.protocol.replace(/:$/, ''), hostname: p.hostname, port: p.port, pathname: p.pathname, search: p.search }
           : p)
     }
-    send({ images, basePath: typeof config.basePath === 'string' ? config.basePath : '', trailingSlash: config.trailingSlash === true }, 0)
+    send({ images, basePath: typeof config.basePath === 'string' ? config.basePath : '', trailingSlash: config.trailingSlash === true, assetPrefix: config.assetPrefix ?? '' }, 0)
   }
 } catch (err) {
   const name = (err && err.name) || 'Error'
@@ -167,10 +167,11 @@ def _ts_flags(shown: str, version: tuple[int, int, int]) -> list[str]:
 def load_next_config(path: str | os.PathLike[str], *, node: str | None = None,
                      timeout: float = 60.0) -> dict[str, Any]:
     """The ``images`` object of the Next.js config at ``path`` (a file or a project folder),
-    with the config's ``basePath`` (and ``trailingSlash: true``) added to it when there is one.
+    with the config's ``basePath``, ``trailingSlash: true`` and ``assetPrefix`` added to it when
+    it has them. A config without ``images`` gives ``{}`` (Next's defaults).
 
     Runs ``node`` (found on PATH unless given). Raises ConfigError when node is missing, the
-    config cannot be loaded, or it has no ``images`` section.
+    config cannot be loaded, or its ``images`` is not an object.
     """
     shown = str(path)
     file = find_config_file(path)
@@ -205,8 +206,6 @@ def load_next_config(path: str | os.PathLike[str], *, node: str | None = None,
         last = next((ln.strip() for ln in reversed(proc.stderr.splitlines()) if ln.strip()), "")
         detail = f": {last}" if last else ""
         raise ConfigError(f"--next-config {shown}: node exited with status {proc.returncode}{detail}")
-    if answer.get("noImages"):
-        raise ConfigError(f"--next-config {shown}: the config has no \"images\" section")
     if "error" in answer:
         where = f" (at {answer['where']})" if answer.get("where") else ""
         raise ConfigError(f"--next-config {shown}: node could not load it: {answer['error']}{where}")
@@ -218,4 +217,6 @@ def load_next_config(path: str | os.PathLike[str], *, node: str | None = None,
         images = {**images, "basePath": answer["basePath"]}
     if answer.get("trailingSlash") and "trailingSlash" not in images:
         images = {**images, "trailingSlash": True}  # likewise
+    if answer.get("assetPrefix") not in (None, "") and "assetPrefix" not in images:
+        images = {**images, "assetPrefix": answer["assetPrefix"]}  # likewise (an http(s) one is a remote pattern)
     return images

@@ -107,7 +107,7 @@ __all__ = [
     "default_local_patterns",
     "remote_patterns_from_config",
     "local_patterns_from_config",
-    "STATIC_MEDIA_LOCAL_PATTERN",
+    "STATIC_MEDIA_LOCAL_PATTERNS",
     "NEXT16_DEFAULT_LOCAL_PATTERNS",
 ]
 
@@ -1178,7 +1178,10 @@ class LocalPattern:
         return cls(pathname=_optional_str(obj, "pathname", where), search=_optional_str(obj, "search", where))
 
 
-STATIC_MEDIA_LOCAL_PATTERN = LocalPattern(pathname="/_next/static/media/**", search="")
+STATIC_MEDIA_LOCAL_PATTERNS: tuple[LocalPattern, ...] = (
+    LocalPattern(pathname="/_next/static/media/**", search=""),
+    LocalPattern(pathname="/_next/static/immutable/media/**", search=""),
+)
 NEXT16_DEFAULT_LOCAL_PATTERNS: tuple[LocalPattern, ...] = (LocalPattern(pathname="**", search=""),)
 
 
@@ -1219,14 +1222,16 @@ def default_local_patterns(user: Sequence[Any] | None) -> tuple[LocalPattern, ..
 
     ``None`` (not configured) gives ``({pathname: '**', search: ''},)``, so every
     local path is allowed but no query string is. A user list (even ``[]``) is kept
-    and ``{pathname: '/_next/static/media/**', search: ''}`` is appended unless an
-    identical entry is already there.
+    and ``{pathname: '/_next/static/media/**', search: ''}`` and
+    ``{pathname: '/_next/static/immutable/media/**', search: ''}`` (static imports) are
+    appended, each unless an identical entry is already there, as Next 16.5's config.ts does.
     """
     if user is None:
         return NEXT16_DEFAULT_LOCAL_PATTERNS
     patterns = list(local_patterns_from_config(user))
-    if not any(p.pathname == STATIC_MEDIA_LOCAL_PATTERN.pathname and p.search == "" for p in patterns):
-        patterns.append(STATIC_MEDIA_LOCAL_PATTERN)
+    for static in STATIC_MEDIA_LOCAL_PATTERNS:
+        if not any(p.pathname == static.pathname and p.search == "" for p in patterns):
+            patterns.append(static)
     return tuple(patterns)
 
 

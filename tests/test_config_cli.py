@@ -74,6 +74,8 @@ def test_when_the_optimizer_is_off(obj, off):
     ({"basePath": "/a?b"}, "images.basePath"),
     ({"basePath": 1}, "images.basePath: expected a string"),
     ({"trailingSlash": "yes"}, "images.trailingSlash: expected a boolean"),
+    ({"assetPrefix": 1}, 'images.assetPrefix: Specified assetPrefix is not a string, found type "int"'),
+    ({"assetPrefix": "https://"}, "images.assetPrefix: Invalid assetPrefix provided. Original error:"),
 ])
 def test_bad_config_names_the_key(obj, fragment):
     with pytest.raises(ConfigError) as e:

@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import httpx
 import pytest
 
 from imgopt.cli import UsageError, build_parser, resolve_options, settings_from
@@ -159,9 +160,46 @@ def test_a_project_folder_finds_the_config_next_would_use(tmp_path):
     assert load_next_config(tmp_path) == {"qualities": [70]}  # .js comes first, as in Next
 
 
+@pytest.mark.parametrize("body,expected", [
+    ("module.exports = { reactStrictMode: true }\n", {}),
+    ("export default { images: null }\n", {}),
+    ("module.exports = {}\n", {}),
+    ("module.exports = { output: 'standalone', basePath: '/shop' }\n", {"basePath": "/shop"}),
+])
+def test_a_config_without_images_gets_next_defaults(tmp_path, body, expected):
+    # next start runs such a site with its default images settings; so does imgopt
+    ext = ".mjs" if body.startswith("export") else ".js"
+    cfg = write(tmp_path / f"next.config{ext}", body)
+    images = load_next_config(cfg)
+    assert images == expected
+    parsed = parse_images_config(images)
+    assert parsed.qualities == (75,) and parsed.remote_patterns == () and parsed.formats == ("image/webp",)
+
+
+def test_asset_prefix_on_another_host_allows_that_host_as_next_does(tmp_path):
+    # static imports are built as {assetPrefix}/_next/static/media/...; config.ts adds the
+    # prefix's {hostname, protocol, port} to remotePatterns unless one already matches it
+    cfg = write(tmp_path / "next.config.js", """
+        module.exports = { assetPrefix: 'https://cdn.example.com:8443/assets', images: {} }
+    """)
+    images = load_next_config(cfg)
+    assert images == {"assetPrefix": "https://cdn.example.com:8443/assets"}
+    parsed = parse_images_config(images)
+    assert [(p.hostname, p.protocol, p.port, p.pathname) for p in parsed.remote_patterns] == [
+        ("cdn.example.com", "https", "8443", None)]
+    write(tmp_path / "next.config.js", """
+        module.exports = { assetPrefix: 'https://cdn.example.com',
+                           images: { remotePatterns: [{ hostname: '**.example.com' }] } }
+    """)
+    assert len(parse_images_config(load_next_config(cfg)).remote_patterns) == 1  # already matched
+    write(tmp_path / "next.config.js", "module.exports = { assetPrefix: '/static-prefix', images: {} }")
+    assert parse_images_config(load_next_config(cfg)).remote_patterns == ()  # a path: nothing to add
+    write(tmp_path / "next.config.js", "module.exports = { assetPrefix: 'http://', images: {} }")
+    with pytest.raises(ConfigError, match="Invalid assetPrefix provided"):
+        parse_images_config(load_next_config(cfg))
+
+
 @pytest.mark.parametrize("body,fragment", [
-    ("module.exports = { reactStrictMode: true }\n", 'the config has no "images" section'),
-    ("export default { images: null }\n", 'the config has no "images" section'),
     ("module.exports = () => 42\n", "the config is not an object (got number)"),
     ("module.exports = { images: 'big' }\n", "images: expected an object"),
 ])
@@ -281,7 +319,6 @@ def test_cli_config_and_next_config_together_is_a_usage_error(tmp_path):
 
 
 @pytest.mark.parametrize("body,fragment", [
-    ("module.exports = {}\n", 'the config has no "images" section'),
     ("module.exports = {\n", "SyntaxError"),
     ("module.exports = { images: { qualities: [0] } }\n", "images.qualities[0]: Number must be greater than or equal to 1"),
     ("module.exports = { images: { bogus: 1 } }\n", "images.bogus: unknown key"),
@@ -304,3 +341,25 @@ def test_served_with_the_next_config(tmp_path, corpus, make_server):
     assert r.status_code == 400 and r.text == '"q" parameter (quality) of 75 is not allowed'
     r = srv.get("/test.jpg", 640, 60)
     assert r.status_code == 400 and r.text == '"w" parameter (width) of 640 is not allowed'
+
+
+def test_a_site_without_images_settings_is_served_under_its_base_path(tmp_path, corpus, make_server):
+    cfg = write(tmp_path / "site/next.config.js", "module.exports = { basePath: '/shop', output: 'standalone' }\n")
+    srv = make_server(None, "--next-config", str(cfg), "--local-root", str(corpus))
+    r = httpx.get(srv.url + "/shop/_next/image", params={"url": "/shop/test.jpg", "w": 640, "q": 75},
+                  headers={"Accept": "image/webp"}, timeout=30)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/webp"
+    r = srv.get("/test.jpg", 640, 50)  # Next's default qualities: [75]
+    assert r.status_code == 400 and r.text == '"q" parameter (quality) of 50 is not allowed'
+
+
+def test_static_imports_from_an_asset_prefix_host_are_fetched(tmp_path, corpus, origin, make_server):
+    cfg = write(tmp_path / "site/next.config.js", f"""
+        module.exports = {{ assetPrefix: '{origin.base_url}', images: {{ dangerouslyAllowLocalIP: true }} }}
+    """)
+    srv = make_server(None, "--next-config", str(cfg))
+    r = srv.get(origin.base_url + "/test.jpg", 640, 75)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/webp"
+    other = origin.base_url.replace("127.0.0.1", "localhost")  # another host: not the prefix's
+    r = srv.get(other + "/test.jpg", 640, 75)
+    assert r.status_code == 400 and r.text == '"url" parameter is not allowed'

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from imgopt.patterns import (
     NEXT16_DEFAULT_LOCAL_PATTERNS,
     GlobMatcher,
-    STATIC_MEDIA_LOCAL_PATTERN,
+    STATIC_MEDIA_LOCAL_PATTERNS,
     LocalPattern,
     ParsedURL,
     PatternError,
@@ -575,21 +575,29 @@ def test_default_local_patterns_next16():
 
 
 def test_default_local_patterns_appends_static_media():
+    media, immutable = STATIC_MEDIA_LOCAL_PATTERNS
+    assert media == LocalPattern("/_next/static/media/**", "")
+    assert immutable == LocalPattern("/_next/static/immutable/media/**", "")
     got = default_local_patterns([{"pathname": "/images/**"}])
-    assert got == (LocalPattern(pathname="/images/**"), STATIC_MEDIA_LOCAL_PATTERN)
-    assert STATIC_MEDIA_LOCAL_PATTERN == LocalPattern("/_next/static/media/**", "")
+    assert got == (LocalPattern(pathname="/images/**"), media, immutable)
     assert has_local_match(got, "/_next/static/media/a.123.png") is True
+    assert has_local_match(got, "/_next/static/immutable/media/a.123.png") is True
     assert has_local_match(got, "/_next/static/media/a.123.png?x=1") is False
+    assert has_local_match(got, "/_next/static/immutable/media/a.123.png?x=1") is False
+    assert has_local_match(got, "/_next/static/chunks/a.js") is False
     assert has_local_match(got, "/images/a.png?x=1") is True
     assert has_local_match(got, "/other.png") is False
-    # not appended twice when the identical entry is present ...
+    # not appended twice when the identical entry is present (each checked on its own) ...
     same = default_local_patterns([{"pathname": "/_next/static/media/**", "search": ""}])
-    assert same == (STATIC_MEDIA_LOCAL_PATTERN,)
+    assert same == (media, immutable)
+    both = default_local_patterns([{"pathname": "/_next/static/immutable/media/**", "search": ""},
+                                   {"pathname": "/_next/static/media/**", "search": ""}])
+    assert both == (immutable, media)
     # ... but appended when only a looser one (no search) is present, like config.ts
     looser = default_local_patterns([{"pathname": "/_next/static/media/**"}])
-    assert looser == (LocalPattern("/_next/static/media/**"), STATIC_MEDIA_LOCAL_PATTERN)
+    assert looser == (LocalPattern("/_next/static/media/**"), media, immutable)
     # [] is a user list too: only static imports stay allowed
-    assert default_local_patterns([]) == (STATIC_MEDIA_LOCAL_PATTERN,)
+    assert default_local_patterns([]) == (media, immutable)
 
 
 def test_local_from_config_validation():
