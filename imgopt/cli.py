@@ -129,7 +129,8 @@ OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ("host", str, "address to bind (default 127.0.0.1)"),
     ("port", int, "port to listen on (default 3001)"),
     ("config", str, "JSON file with the Next.js `images` object (or {\"images\": {...}})"),
-    ("next-config", str, "the site's next.config.(js|mjs|ts) or project folder; its `images` section is read with node"),
+    ("next-config", str, "the site's next.config.(js|mjs|ts) or project folder, whose `images` section is read with node, "
+                         "or its build (.next, a standalone folder), read without node"),
     ("local-root", str, "folder, or bucket (s3://bucket/prefix, gs://, az://), that relative urls (/img.png) are read from"),
     ("origin", str, "base URL that relative urls are fetched from when there is no --local-root"),
     ("cache-dir", str, "folder of the disk cache (default .imgopt-cache)"),

@@ -1,4 +1,5 @@
-"""Read the ``images`` section of a site's next.config.(js|mjs|ts) by asking Node.js to load it.
+"""Read the ``images`` section of a site's next.config.(js|mjs|ts) by asking Node.js to load it,
+or of its build.
 
 The site and the service then share one source of truth: ``imgopt serve --next-config
 ./next.config.js`` gets exactly the ``images`` object that ``next build`` saw, including values
@@ -16,6 +17,11 @@ How the config is evaluated (the same way ``next start`` does it, as far as ``im
 * ``remotePatterns`` entries written as ``new URL(...)`` are turned into
   ``{protocol, hostname, port, pathname, search}`` as Next's config loader does.
 * TypeScript configs need Node.js 22.6 or newer (type stripping).
+
+A build works too: ``next build`` writes the config it resolved to
+``<distDir>/required-server-files.json`` and copies it into an ``output: 'standalone'`` folder,
+which keeps no next.config. Given the distDir, a standalone folder or that file (and no
+next.config.* in the folder), imgopt reads it as JSON, without Node.js.
 
 Errors are :class:`~imgopt.config.ConfigError` with a one-line message.
 """
@@ -37,6 +43,9 @@ PHASE = "phase-production-server"
 CONFIG_FILES = ("next.config.js", "next.config.mjs", "next.config.ts", "next.config.mts")
 TS_SUFFIXES = (".ts", ".mts", ".cts")
 MARKER = "@@imgopt-next-config@@"
+# What `next build` writes to its distDir (and copies into `output: 'standalone'`): the resolved
+# config, images defaults and all.
+BUILT_CONFIG = "required-server-files.json"
 
 # Used when a function-form config is called and the project has no `next` package to
 # take Next's own defaultConfig from (the images part is what matters here).
@@ -110,10 +119,8 @@ try {
   if (config === null || typeof config !== 'object') {
     send({ error: `the config is not an object (got ${config === null ? 'null' : typeof config})` }, 1)
   } else {
-    // no images section (or null): Next's defaults, as next start uses them
-    const images = config.images === undefined || config.images === null ? {}
-      : typeof config.images === 'object' && !Array.isArray(config.images) ? { ...config.images } : config.images
-    if (Array.isArray(images.remotePatterns)) {
+    const images = config.images && typeof config.images === 'object' && !Array.isArray(config.images) ? { ...config.images } : config.images ?? null
+    if (images && Array.isArray(images.remotePatterns)) {
       images.remotePatterns = images.remotePatterns.map((p) =>
         p instanceof URL
           ? { protocol: p.protocol.replace(/:$/, ''), hostname: p.hostname, port: p.port, pathname: p.pathname, search: p.search }
@@ -130,16 +137,30 @@ try {
 
 
 def find_config_file(path: str | os.PathLike[str]) -> Path:
-    """The config file: ``path`` itself, or the next.config.* Next would use in folder ``path``."""
+    """The config file: ``path`` itself, or in folder ``path`` the next.config.* Next would use,
+    else the built config (``required-server-files.json``, in the folder or its ``.next``)."""
     p = Path(path)
     if p.is_dir():
-        for name in CONFIG_FILES:
+        for name in (*CONFIG_FILES, BUILT_CONFIG, f".next/{BUILT_CONFIG}"):
             if (p / name).is_file():
                 return (p / name).resolve()
-        raise ConfigError(f"--next-config {path}: no {', '.join(CONFIG_FILES)} in that folder")
+        raise ConfigError(f"--next-config {path}: no {', '.join(CONFIG_FILES)} in that folder, "
+                          f"and no built {BUILT_CONFIG} in it or in its .next")
     if not p.is_file():
         raise ConfigError(f"--next-config {path}: no such file")
     return p.resolve()
+
+
+def _built_config(file: Path, shown: str) -> dict[str, Any]:
+    """The config ``next build`` resolved and wrote to ``required-server-files.json`` (also in
+    an ``output: 'standalone'`` folder, where no next.config is left): read without Node.js."""
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))["config"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"--next-config {shown}: not a Next.js {BUILT_CONFIG} ({type(e).__name__}: {e})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"--next-config {shown}: not a Next.js {BUILT_CONFIG} (its config is not an object)")
+    return config
 
 
 def node_version(node: str) -> tuple[int, int, int]:
@@ -175,6 +196,25 @@ def load_next_config(path: str | os.PathLike[str], *, node: str | None = None,
     """
     shown = str(path)
     file = find_config_file(path)
+    answer = _built_config(file, shown) if file.name == BUILT_CONFIG else _evaluate(file, shown, node, timeout)
+    images = answer.get("images")
+    if images is None:
+        images = {}  # no images section: Next's defaults, as next start uses them
+    if not isinstance(images, dict):
+        raise ConfigError(f"--next-config {shown}: images: expected an object")
+    if answer.get("basePath") and "basePath" not in images:
+        # the site's basePath sits outside `images`; imgopt keeps it with them (config.py)
+        images = {**images, "basePath": answer["basePath"]}
+    if answer.get("trailingSlash") is True and "trailingSlash" not in images:
+        images = {**images, "trailingSlash": True}  # likewise (Next's own check is `=== true`)
+    if answer.get("assetPrefix") not in (None, "") and "assetPrefix" not in images:
+        images = {**images, "assetPrefix": answer["assetPrefix"]}  # likewise (an http(s) one is a remote pattern)
+    return images
+
+
+def _evaluate(file: Path, shown: str, node: str | None, timeout: float) -> dict[str, Any]:
+    """The config object ``node`` makes of a next.config.* (its images, basePath, trailingSlash
+    and assetPrefix)."""
     node = node or shutil.which("node")
     if not node:
         raise ConfigError(
@@ -209,14 +249,4 @@ def load_next_config(path: str | os.PathLike[str], *, node: str | None = None,
     if "error" in answer:
         where = f" (at {answer['where']})" if answer.get("where") else ""
         raise ConfigError(f"--next-config {shown}: node could not load it: {answer['error']}{where}")
-    images = answer.get("images")
-    if not isinstance(images, dict):
-        raise ConfigError(f"--next-config {shown}: images: expected an object")
-    if answer.get("basePath") and "basePath" not in images:
-        # the site's basePath sits outside `images`; imgopt keeps it with them (config.py)
-        images = {**images, "basePath": answer["basePath"]}
-    if answer.get("trailingSlash") and "trailingSlash" not in images:
-        images = {**images, "trailingSlash": True}  # likewise
-    if answer.get("assetPrefix") not in (None, "") and "assetPrefix" not in images:
-        images = {**images, "assetPrefix": answer["assetPrefix"]}  # likewise (an http(s) one is a remote pattern)
-    return images
+    return answer

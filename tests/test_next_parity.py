@@ -6,6 +6,8 @@ tests/e2e/parity is a small Next.js 16 app (the node modules of tests/e2e/site, 
 profile with ``next build --webpack`` and started with ``next start``; imgopt reads the same
 next.config.js (``--next-config``) and fetches local urls from that Next server (``--origin``),
 so both sides see the same bytes, the same ``Cache-Control`` and the same ``images`` object.
+Profiles S and B give imgopt the build's folder instead (``--next-config .next-S``): the config
+``next build`` resolved, which is all an ``output: 'standalone'`` folder keeps.
 
 Every case sends one request to Next's ``/_next/image`` and the same one to imgopt's, and
 compares what a client sees: the status, the error text, and for images the Content-Type,
@@ -109,8 +111,11 @@ def static_media(profile: str) -> str:
 
 
 @contextlib.contextmanager
-def running_pair(profile: str, tmp: Path, origin: Origin | None = None, base_path: str = "") -> Iterator[Pair]:
-    """next build + next start of the app under `profile`, and imgopt in front of it."""
+def running_pair(profile: str, tmp: Path, origin: Origin | None = None, base_path: str = "",
+                 built: bool = False) -> Iterator[Pair]:
+    """next build + next start of the app under `profile`, and imgopt in front of it, reading the
+    same next.config.js with node, or with `built` the config the build resolved (its distDir's
+    required-server-files.json, what an `output: 'standalone'` folder keeps)."""
     env = {"PARITY_PROFILE": profile, **({"PARITY_REMOTE_ORIGIN": origin.base_url} if origin else {})}
     node = need("node", "Node.js")
     # --webpack: Turbopack refuses a node_modules that is a link to outside the app's root.
@@ -123,8 +128,8 @@ def running_pair(profile: str, tmp: Path, origin: Origin | None = None, base_pat
     next_url = f"http://127.0.0.1:{port}"
     try:
         nxt.wait_http(next_url + base_path + "/")
-        imgopt = ImgoptServer(tmp, None, "--next-config", str(APP / "next.config.js"), "--origin", next_url,
-                              env=env).start()
+        config = APP / f".next-{profile}" if built else APP / "next.config.js"
+        imgopt = ImgoptServer(tmp, None, "--next-config", str(config), "--origin", next_url, env=env).start()
         try:
             yield Pair(next_url, imgopt.url, origin, base_path + static_media(profile), base_path)
         finally:
@@ -150,13 +155,19 @@ def pair_s(parity_app: Path, corpus: Path, tmp_path_factory: pytest.TempPathFact
     root = tmp_path_factory.mktemp("parity-s-origin")
     for sub in ("ok", "url", "no"):
         shutil.copytree(corpus, root / sub)
-    with Origin(root=root) as origin, running_pair("S", tmp_path_factory.mktemp("parity-s"), origin) as pair:
+    with Origin(root=root) as origin, running_pair("S", tmp_path_factory.mktemp("parity-s"), origin, built=True) as pair:
         yield pair
 
 
 @pytest.fixture(scope="module")
 def pair_b(parity_app: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    with running_pair("B", tmp_path_factory.mktemp("parity-b"), base_path="/docs") as pair:
+    with running_pair("B", tmp_path_factory.mktemp("parity-b"), base_path="/docs", built=True) as pair:
+        yield pair
+
+
+@pytest.fixture(scope="module")
+def pair_a(parity_app: Path, corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    with Origin(root=corpus) as origin, running_pair("A", tmp_path_factory.mktemp("parity-a"), origin) as pair:
         yield pair
 
 
@@ -428,6 +439,14 @@ CASES_B = [  # basePath /docs: Next serves the optimizer at /docs/_next/image an
 ]
 
 
+CASES_A = [  # assetPrefix {origin}/cdn: static imports live on the origin's host, which Next allows
+    Case(q("{origin}/test.png", W_D)), Case(q("{origin}/test.png", W_D), accept=CHROME),
+    Case(q("{origin}/cdn/_next/static/media/missing.jpg", W_D)), Case(q("{origin}/animated.gif", W_D)),
+    Case(q("https://127.0.0.1:{port}/test.png", W_D)), Case(q("http://127.0.0.1:1/test.png", W_D)),
+    Case(q("http://example.com/test.png", W_D)), Case(q("/test.png", W_D)), Case(q("{static}", W_D)),
+]
+
+
 def run_case(pair: Pair, case: Case) -> None:
     query = case.query.replace(quote("{static}", safe=""), quote(pair.static, safe=""))
     if pair.origin is not None:
@@ -460,6 +479,20 @@ def test_profile_s_matches_next_start(pair_s: Pair, case: Case) -> None:
 @pytest.mark.parametrize("case", CASES_B, ids=str)
 def test_base_path_matches_next_start(pair_b: Pair, case: Case) -> None:
     run_case(pair_b, case)
+
+
+@pytest.mark.parametrize("case", CASES_A, ids=str)
+def test_asset_prefix_matches_next_start(pair_a: Pair, case: Case) -> None:
+    run_case(pair_a, case)
+
+
+def test_asset_prefix_host_is_fetched_by_both(pair_a: Pair) -> None:
+    """The cases above could agree on a refusal; this is the point of the profile: with no
+    remotePatterns, an image on the assetPrefix's host is fetched and optimized by both."""
+    assert pair_a.origin is not None
+    rn, ri = pair_a.both(q(pair_a.origin.base_url + "/test.png", W_D), WEBP)
+    assert (rn.status_code, ri.status_code) == (200, 200), (rn.text[:200], ri.text[:200])
+    assert rn.headers["content-type"] == ri.headers["content-type"] == "image/webp"
 
 
 def test_base_path_site_without_the_prefix(pair_b: Pair) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -363,3 +364,68 @@ def test_static_imports_from_an_asset_prefix_host_are_fetched(tmp_path, corpus, 
     other = origin.base_url.replace("127.0.0.1", "localhost")  # another host: not the prefix's
     r = srv.get(other + "/test.jpg", 640, 75)
     assert r.status_code == 400 and r.text == '"url" parameter is not allowed'
+
+
+def built_config(folder: Path, **config: object) -> Path:
+    """A required-server-files.json as `next build` writes it (the parts imgopt reads)."""
+    body = {"version": 1, "config": {"distDir": ".next", "basePath": "", "assetPrefix": "", "trailingSlash": False,
+                                      **config}, "appDir": "/srv/site", "files": [], "ignore": []}
+    path = folder / "required-server-files.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(body), encoding="utf-8")
+    return path
+
+
+def test_a_standalone_folder_is_read_from_its_built_config_without_node(tmp_path):
+    # output: 'standalone' keeps no next.config, only .next/required-server-files.json with the
+    # config next build resolved: defaults filled in, static media patterns and the asset prefix's
+    # host already added (imgopt adds neither twice)
+    images = {
+        "deviceSizes": [100, 200], "imageSizes": [10], "path": "/shop/_next/image", "loader": "default",
+        "loaderFile": "", "domains": [], "disableStaticImages": False, "minimumCacheTTL": 600,
+        "formats": ["image/webp", "image/avif"], "maximumRedirects": 0, "maximumResponseBody": 30000,
+        "dangerouslyAllowLocalIP": False, "dangerouslyAllowSVG": False,
+        "contentSecurityPolicy": "script-src 'none'; frame-src 'none'; sandbox;",
+        "contentDispositionType": "inline",
+        "localPatterns": [{"pathname": "/img/**", "search": ""},
+                          {"pathname": "/_next/static/media/**", "search": ""},
+                          {"pathname": "/_next/static/immutable/media/**", "search": ""}],
+        "remotePatterns": [{"hostname": "cdn.example.com", "protocol": "https", "port": ""}],
+        "qualities": [10, 90], "unoptimized": False, "customCacheHandler": False,
+    }
+    built_config(tmp_path / "standalone/.next", basePath="/shop", assetPrefix="https://cdn.example.com",
+                 trailingSlash=True, images=images)
+    got = load_next_config(tmp_path / "standalone", node="/nonexistent/node")  # node is never run
+    assert got == {**images, "basePath": "/shop", "trailingSlash": True, "assetPrefix": "https://cdn.example.com"}
+    parsed = parse_images_config(got)
+    assert parsed.base_path == "/shop" and parsed.trailing_slash is True and parsed.qualities == (10, 90)
+    assert len(parsed.remote_patterns) == 1 and parsed.local_patterns is not None and len(parsed.local_patterns) == 3
+    # the distDir itself, and the file itself, work too
+    assert load_next_config(tmp_path / "standalone/.next", node="/nonexistent/node") == got
+    assert load_next_config(tmp_path / "standalone/.next/required-server-files.json", node="/nonexistent/node") == got
+
+
+def test_a_next_config_wins_over_a_build_in_the_same_project(tmp_path):
+    built_config(tmp_path / ".next", images={"qualities": [10]})
+    write(tmp_path / "next.config.js", "module.exports = { images: { qualities: [70] } }\n")
+    assert load_next_config(tmp_path) == {"qualities": [70]}
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("{not json", "not a Next.js required-server-files.json (JSONDecodeError"),
+    ('{"version": 1}', "not a Next.js required-server-files.json (KeyError"),
+    ('{"config": [1]}', "its config is not an object"),
+    ('{"config": {"images": "big"}}', "images: expected an object"),
+])
+def test_a_broken_built_config_is_one_line(tmp_path, text, fragment):
+    path = tmp_path / "required-server-files.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        load_next_config(path)
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_folder_without_any_config_says_what_it_looked_for(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_next_config(tmp_path)
+    assert "no next.config.js, next.config.mjs" in str(e.value) and "required-server-files.json" in str(e.value)

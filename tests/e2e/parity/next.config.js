@@ -8,13 +8,16 @@
 //                      order, localPatterns, remotePatterns (an object and a URL) on
 //                      PARITY_REMOTE_ORIGIN, no redirects, a 30 kB body limit, TTL 600
 //   PARITY_PROFILE=B   Next 16's defaults under basePath /docs
+//   PARITY_PROFILE=A   assetPrefix on another host (PARITY_REMOTE_ORIGIN/cdn), no remotePatterns:
+//                      Next allows the prefix's host, protocol and port for static imports
 const profile = process.env.PARITY_PROFILE || 'D'
-if (!['D', 'C', 'S', 'B'].includes(profile)) throw new Error(`PARITY_PROFILE must be D, C, S or B, got "${profile}"`)
+if (!['D', 'C', 'S', 'B', 'A'].includes(profile)) throw new Error(`PARITY_PROFILE must be D, C, S, B or A, got "${profile}"`)
 const origin = new URL(process.env.PARITY_REMOTE_ORIGIN || 'http://127.0.0.1:4000')
 
 const profiles = {
   D: {},
   B: {},
+  A: { dangerouslyAllowLocalIP: true }, // the remote origin of the test runs on 127.0.0.1
   C: {
     dangerouslyAllowLocalIP: true, // the remote origin of the test runs on 127.0.0.1
     domains: ['localhost', '127.0.0.1', 'example.com'],
@@ -46,6 +49,7 @@ const profiles = {
 module.exports = {
   distDir: `.next-${profile}`,
   ...(profile === 'B' ? { basePath: '/docs' } : {}),
+  ...(profile === 'A' ? { assetPrefix: `${origin.origin}/cdn` } : {}),
   images: profiles[profile],
   // An upstream max-age above minimumCacheTTL (spec 6.5 case 77).
   async headers() {
