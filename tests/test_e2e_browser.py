@@ -12,6 +12,9 @@ shape of the matrix
   (under the basePath); imgopt reads local images from ``--local-root out``.
 * **dropin**: ``next start`` with Next's default loader, behind nginx configured with the
   recipe in docs/nextjs.md, run as it is written there (only the ports change).
+* **standalone** (Turbopack, basePath): ``output: 'standalone'``, its folder copied away with
+  ``public/`` and ``static/`` as Next's docs say and run by ``node server.js``, behind the same
+  nginx; imgopt reads only the build (``--next-config`` the standalone distDir), not the source.
 
 imgopt reads its ``images`` settings from the site's own next.config.js (``--next-config``).
 The pages use static imports with ``placeholder="blur"``, ``fill`` + ``sizes``, ``priority``, a
@@ -85,7 +88,7 @@ VIEWPORTS = {"375@1": (375, 800, 1), "375@2": (375, 800, 2), "1440@1": (1440, 90
 
 @dataclass(frozen=True)
 class Shape:
-    mode: str      # "export" | "dropin"
+    mode: str      # "export" | "dropin" | "standalone"
     bundler: str   # "turbopack" | "webpack"
     base_path: str  # "" | "/shop"
 
@@ -95,6 +98,8 @@ class Shape:
 
 
 SHAPES = [Shape(m, b, bp) for m in ("export", "dropin") for b in ("turbopack", "webpack") for bp in ("", BASE_PATH)]
+# `output: 'standalone'` behind the same nginx, imgopt reading only the build's resolved config
+SHAPES.append(Shape("standalone", "turbopack", BASE_PATH))
 
 
 def _jpeg(w: int, h: int, seed: int) -> Callable[[], bytes]:
@@ -394,13 +399,42 @@ def start_export(shape: Shape, remote: Origin, tmp: Path) -> Stack:
 
 
 def start_dropin(shape: Shape, remote: Origin, tmp: Path) -> Stack:
-    nginx = need("nginx", "nginx")
     env = shape_env(shape, remote)
     shutil.rmtree(SITE / env["IMGOPT_E2E_DIST"], ignore_errors=True)
     build_s = next_build(shape, env)
     next_images = SITE / env["IMGOPT_E2E_DIST"] / "cache" / "images"
     shutil.rmtree(next_images, ignore_errors=True)
+    next_port = free_port()
+    server = [need("node", "Node.js"), str(NEXT_BIN), "start", "-H", "127.0.0.1", "-p", str(next_port)]
+    return behind_nginx(shape, remote, tmp, server, SITE, node_env(**env), next_port,
+                        ["--next-config", str(SITE / "next.config.js")], env, next_images, build_s)
 
+
+def start_standalone(shape: Shape, remote: Origin, tmp: Path) -> Stack:
+    """`output: 'standalone'` deployed as Next's docs say: the standalone folder on its own, with
+    public/ and the distDir's static/ copied in, run by `node server.js`. imgopt gets nothing of
+    the site's source or environment, only the build (`--next-config <that distDir>`)."""
+    env = shape_env(shape, remote)
+    dist = SITE / env["IMGOPT_E2E_DIST"]
+    shutil.rmtree(dist, ignore_errors=True)
+    build_s = next_build(shape, env)
+    root = tmp / "standalone"
+    shutil.copytree(dist / "standalone", root, symlinks=True)
+    app = root / SITE.relative_to(ROOT)  # the build traces from the repository root (outputFileTracingRoot)
+    shutil.copytree(SITE / "public", app / "public", dirs_exist_ok=True)
+    shutil.copytree(dist / "static", app / dist.name / "static")
+    next_port = free_port()
+    server = [need("node", "Node.js"), "server.js"]
+    return behind_nginx(shape, remote, tmp, server, app, node_env(PORT=str(next_port), HOSTNAME="127.0.0.1"),
+                        next_port, ["--next-config", str(app / dist.name)], None, app / dist.name / "cache" / "images",
+                        build_s)
+
+
+def behind_nginx(shape: Shape, remote: Origin, tmp: Path, server: list[str], cwd: Path, server_env: dict[str, str],
+                 next_port: int, config_args: list[str], imgopt_env: dict[str, str] | None, next_images: Path,
+                 build_s: float) -> Stack:
+    """The Next server, imgopt with `--origin` pointing at it, and nginx from the docs' recipe."""
+    nginx = need("nginx", "nginx")
     started: list[Any] = []
 
     def stop() -> None:
@@ -408,14 +442,12 @@ def start_dropin(shape: Shape, remote: Origin, tmp: Path) -> Stack:
             p.stop()
 
     try:
-        next_port = free_port()
-        nxt = Proc([need("node", "Node.js"), str(NEXT_BIN), "start", "-H", "127.0.0.1", "-p", str(next_port)],
-                   ARTIFACTS / f"next-start-{shape.id}.log", cwd=SITE, env=node_env(**env))
+        nxt = Proc(server, ARTIFACTS / f"next-start-{shape.id}.log", cwd=cwd, env=server_env)
         started.append(nxt)
         nxt.wait_http(f"http://127.0.0.1:{next_port}{shape.base_path}/")
 
-        imgopt = ImgoptServer(tmp / "imgopt", None, "--next-config", str(SITE / "next.config.js"),
-                              "--origin", f"http://127.0.0.1:{next_port}", *IMGOPT_ARGS, env=env).start()
+        imgopt = ImgoptServer(tmp / "imgopt", None, *config_args,
+                              "--origin", f"http://127.0.0.1:{next_port}", *IMGOPT_ARGS, env=imgopt_env).start()
         started.append(imgopt)
 
         ngx = tmp / "nginx"
@@ -452,7 +484,7 @@ class Stacks:
         self.close()
         if shape in self.failed:
             pytest.fail(f"{shape.id} could not be started: {self.failed[shape]}", pytrace=False)
-        start = start_export if shape.mode == "export" else start_dropin
+        start = {"export": start_export, "dropin": start_dropin, "standalone": start_standalone}[shape.mode]
         try:
             self.current = start(shape, self.remote, self.tmp.mktemp(f"e2e-{shape.id}"))
         except BaseException as e:  # noqa: BLE001 - remembered, so the shape's other cases fail fast

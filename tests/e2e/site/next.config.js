@@ -5,6 +5,7 @@
 //                            static files go to out/, images to NEXT_PUBLIC_IMGOPT_URL.
 //   IMGOPT_E2E_MODE=dropin   `next start` with Next's default loader; a proxy in front sends
 //                            {basePath}/_next/image to imgopt instead of Next.
+//   IMGOPT_E2E_MODE=standalone  the same with `output: 'standalone'` (`node server.js`).
 //   IMGOPT_E2E_BASE_PATH     '' (default) or a basePath such as '/shop'.
 //   IMGOPT_E2E_DIST          the build folder (default .next), so that shapes can be built
 //                            one after another without overwriting each other.
@@ -20,8 +21,8 @@
 const path = require('node:path')
 
 const mode = process.env.IMGOPT_E2E_MODE || 'dropin'
-if (mode !== 'export' && mode !== 'dropin') {
-  throw new Error(`IMGOPT_E2E_MODE must be "export" or "dropin", got "${mode}"`)
+if (!['export', 'dropin', 'standalone'].includes(mode)) {
+  throw new Error(`IMGOPT_E2E_MODE must be "export", "dropin" or "standalone", got "${mode}"`)
 }
 const basePath = process.env.IMGOPT_E2E_BASE_PATH || ''
 const remoteOrigin = process.env.IMGOPT_E2E_REMOTE_ORIGIN || 'http://127.0.0.1:4000'
@@ -47,7 +48,7 @@ const nextConfig = {
     mode === 'export'
       ? { ...images, loader: 'custom', loaderFile: '../../../loader/index.js' }
       : images,
-  ...(mode === 'export' ? { output: 'export' } : {}),
+  ...(mode === 'export' ? { output: 'export' } : mode === 'standalone' ? { output: 'standalone' } : {}),
   env: { IMGOPT_E2E_REMOTE_ORIGIN: remoteOrigin, IMGOPT_E2E_BASE_PATH: basePath },
 }
 
