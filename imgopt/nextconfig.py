@@ -138,14 +138,21 @@ try {
 
 def find_config_file(path: str | os.PathLike[str]) -> Path:
     """The config file: ``path`` itself, or in folder ``path`` the next.config.* Next would use,
-    else the built config (``required-server-files.json``, in the folder or its ``.next``)."""
+    else the built config (``required-server-files.json``, in the folder, in its ``.next``, or in
+    its one distDir of another name, as in a standalone folder built with a ``distDir``)."""
     p = Path(path)
     if p.is_dir():
         for name in (*CONFIG_FILES, BUILT_CONFIG, f".next/{BUILT_CONFIG}"):
             if (p / name).is_file():
                 return (p / name).resolve()
+        built = sorted(f for f in p.glob(f"*/{BUILT_CONFIG}") if f.is_file())
+        if len(built) == 1:
+            return built[0].resolve()
+        if built:
+            raise ConfigError(f"--next-config {path}: more than one build in that folder "
+                              f"({', '.join(f.parent.name for f in built)}); give the one to use")
         raise ConfigError(f"--next-config {path}: no {', '.join(CONFIG_FILES)} in that folder, "
-                          f"and no built {BUILT_CONFIG} in it or in its .next")
+                          f"and no built {BUILT_CONFIG} in it or in a folder of it")
     if not p.is_file():
         raise ConfigError(f"--next-config {path}: no such file")
     return p.resolve()

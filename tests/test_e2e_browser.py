@@ -14,7 +14,7 @@ shape of the matrix
   recipe in docs/nextjs.md, run as it is written there (only the ports change).
 * **standalone** (Turbopack, basePath): ``output: 'standalone'``, its folder copied away with
   ``public/`` and ``static/`` as Next's docs say and run by ``node server.js``, behind the same
-  nginx; imgopt reads only the build (``--next-config`` the standalone distDir), not the source.
+  nginx; imgopt reads only the build (``--next-config`` the standalone folder), not the source.
 
 imgopt reads its ``images`` settings from the site's own next.config.js (``--next-config``).
 The pages use static imports with ``placeholder="blur"``, ``fill`` + ``sizes``, ``priority``, a
@@ -413,7 +413,7 @@ def start_dropin(shape: Shape, remote: Origin, tmp: Path) -> Stack:
 def start_standalone(shape: Shape, remote: Origin, tmp: Path) -> Stack:
     """`output: 'standalone'` deployed as Next's docs say: the standalone folder on its own, with
     public/ and the distDir's static/ copied in, run by `node server.js`. imgopt gets nothing of
-    the site's source or environment, only the build (`--next-config <that distDir>`)."""
+    the site's source or environment, only the build (`--next-config <the standalone folder>`)."""
     env = shape_env(shape, remote)
     dist = SITE / env["IMGOPT_E2E_DIST"]
     shutil.rmtree(dist, ignore_errors=True)
@@ -426,8 +426,7 @@ def start_standalone(shape: Shape, remote: Origin, tmp: Path) -> Stack:
     next_port = free_port()
     server = [need("node", "Node.js"), "server.js"]
     return behind_nginx(shape, remote, tmp, server, app, node_env(PORT=str(next_port), HOSTNAME="127.0.0.1"),
-                        next_port, ["--next-config", str(app / dist.name)], None, app / dist.name / "cache" / "images",
-                        build_s)
+                        next_port, ["--next-config", str(app)], None, app / dist.name / "cache" / "images", build_s)
 
 
 def behind_nginx(shape: Shape, remote: Origin, tmp: Path, server: list[str], cwd: Path, server_env: dict[str, str],

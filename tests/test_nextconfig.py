@@ -425,6 +425,16 @@ def test_a_broken_built_config_is_one_line(tmp_path, text, fragment):
     assert fragment in str(e.value) and "\n" not in str(e.value)
 
 
+def test_a_standalone_folder_with_a_distdir_of_another_name(tmp_path):
+    built_config(tmp_path / "standalone/build", distDir="build", images={"qualities": [40]})
+    (tmp_path / "standalone/public").mkdir()
+    assert load_next_config(tmp_path / "standalone", node="/nonexistent/node") == {"qualities": [40]}
+    built_config(tmp_path / "standalone/.next-old", images={"qualities": [50]})
+    with pytest.raises(ConfigError) as e:
+        load_next_config(tmp_path / "standalone")
+    assert "more than one build in that folder (.next-old, build)" in str(e.value)
+
+
 def test_a_folder_without_any_config_says_what_it_looked_for(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_next_config(tmp_path)
