@@ -183,7 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     warm.add_argument("sources", nargs="+", metavar="SOURCE",
                       help="a static export folder, a sitemap.xml (file or URL), or an http(s) page URL")
     warm.add_argument("--server", help="a running imgopt (e.g. http://127.0.0.1:3001) to send the requests to")
-    warm.add_argument("--formats", help="comma-separated: avif, webp, original (default: the config's formats)")
+    warm.add_argument("--formats", help="comma-separated: avif, webp, original (default: the config's formats; "
+                                        "with --server and no config, avif and webp, asked as browsers ask)")
     warm.add_argument("--concurrency", type=int, default=2, help="requests at once (default 2)")
     warm.add_argument("--dry-run", action="store_true", help="list the variants, request nothing")
     for p in (serve, warm):
@@ -291,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     if args.command == "warm":
         logs.configure(level if "log_level" in values else "warning", values.get("log_format", "json"))
-        return _warm(args, settings)
+        return _warm(args, settings, config_given="config" in values or "next_config" in values)
     logs.configure(level, values.get("log_format", "json"))
     if settings.metrics_port is not None:
         from prometheus_client import start_http_server
@@ -333,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _warm(args: argparse.Namespace, settings: Settings) -> int:
+def _warm(args: argparse.Namespace, settings: Settings, config_given: bool) -> int:
     import asyncio
 
     from . import warm
@@ -345,7 +346,7 @@ def _warm(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(warm.warm(
             args.sources, settings=settings, server=args.server,
             formats=args.formats.split(",") if args.formats else None,
-            concurrency=args.concurrency, dry_run=args.dry_run))
+            concurrency=args.concurrency, dry_run=args.dry_run, config_given=config_given))
     except warm.WarmError as e:
         print(f"imgopt: {e}", file=sys.stderr)
         return 2

@@ -35,13 +35,16 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-#: Accept header that makes the service choose each output format.
+#: The Accept header of a browser that gets each output format (the service negotiates as for
+#: that browser: a server without AVIF answers the first one with what such a browser gets).
 FORMAT_ACCEPT = {
-    "avif": "image/avif",
-    "webp": "image/webp",
+    "avif": "image/avif,image/webp,*/*",
+    "webp": "image/webp,*/*",
     "original": "",
 }
 FORMAT_MIME = {"image/avif": "avif", "image/webp": "webp"}
+#: What `--server` is asked for when no config says what it negotiates: both, as browsers do.
+SERVER_FORMATS = ("image/avif", "image/webp")
 
 # An image URL inside text (RSC payloads, scripts): optional scheme://host, optional basePath,
 # /_next/image, a query. Loader URLs never hold a raw space, quote, comma or angle bracket.
@@ -286,11 +289,15 @@ def progress_bar(total: int) -> Any:
 
 
 async def warm(sources: list[str], *, settings: Any, server: str | None, formats: list[str] | None,
-               concurrency: int, dry_run: bool, out: Any = sys.stdout) -> int:
-    """The whole command; returns the exit status (1 when any variant failed)."""
+               concurrency: int, dry_run: bool, out: Any = sys.stdout, config_given: bool = True) -> int:
+    """The whole command; returns the exit status (1 when any variant failed).
+
+    ``config_given``: the images settings came from --config/--next-config. Without them a
+    ``--server`` is asked for AVIF and WebP as browsers ask (it answers with what it negotiates);
+    in this process the defaults are the config, as for ``serve``."""
     async with httpx.AsyncClient(timeout=60) as fetcher:
         paths = await collect(sources, fetcher)
-    fmts = formats_for(settings.images.formats, formats)
+    fmts = formats_for(settings.images.formats if config_given or not server else SERVER_FORMATS, formats)
     variants = [Variant(p, f) for p in paths for f in fmts]
     if dry_run:
         for v in variants:

@@ -425,8 +425,10 @@ def start_standalone(shape: Shape, remote: Origin, tmp: Path) -> Stack:
     shutil.copytree(dist / "static", app / dist.name / "static")
     next_port = free_port()
     server = [need("node", "Node.js"), "server.js"]
-    return behind_nginx(shape, remote, tmp, server, app, node_env(PORT=str(next_port), HOSTNAME="127.0.0.1"),
+    stack = behind_nginx(shape, remote, tmp, server, app, node_env(PORT=str(next_port), HOSTNAME="127.0.0.1"),
                         next_port, ["--next-config", str(app)], None, app / dist.name / "cache" / "images", build_s)
+    stack.extra["build"] = app / dist.name
+    return stack
 
 
 def behind_nginx(shape: Shape, remote: Origin, tmp: Path, server: list[str], cwd: Path, server_env: dict[str, str],
@@ -852,16 +854,45 @@ def test_warm_on_the_export_makes_every_image_the_browser_loads_a_hit(stacks: St
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert " 0 failed" in r.stdout, r.stdout
     imgopt.start()
+    problems = not_all_hits(stack, browser, "warm")
+    assert not problems, "\n".join(problems)
+
+
+STANDALONE_SHAPE = SHAPES[-1]
+
+
+def test_warm_from_a_standalone_builds_prerendered_pages_makes_every_image_a_hit(stacks: Stacks, browser: Any) -> None:
+    """`imgopt warm <distDir>/server/app --server` on an empty cache: the pages next build
+    prerendered, read like an export, sent through the running imgopt; then every image of
+    every page, at every viewport, through nginx, is a HIT."""
+    stack = stacks.get(STANDALONE_SHAPE)
+    imgopt = stack.imgopt
+    imgopt.stop()
+    shutil.rmtree(imgopt.cache_dir, ignore_errors=True)
+    imgopt.start()
+    pages = stack.extra["build"] / "server" / "app"
+    r = subprocess.run([*imgopt.argv[:imgopt.argv.index("serve")], "warm", str(pages), "--server", imgopt.url],
+                       capture_output=True, text=True, timeout=900, env=imgopt.env)
+    (ARTIFACTS / "warm-standalone.log").write_text(r.stdout + r.stderr)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # every variant made now (the cache was empty), none failed
+    assert re.search(r"imgopt warm: (\d+) variants, \1 ok \(\1 MISS\), [\d,]+ bytes, 0 failed", r.stdout), r.stdout
+    problems = not_all_hits(stack, browser, "warm-standalone")
+    assert not problems, "\n".join(problems)
+
+
+def not_all_hits(stack: Stack, browser: Any, tag: str) -> list[str]:
+    """Every page at every viewport: each image from imgopt that was not a HIT."""
     problems = []
     for page_path in PAGES:
         for vp, viewport in VIEWPORTS.items():
-            v = visit(browser, stack.site_url + page_path, viewport, ARTIFACTS / f"warm-{vp}-{page_path.strip('/') or 'home'}.png")
+            v = visit(browser, stack.site_url + page_path, viewport, ARTIFACTS / f"{tag}-{vp}-{page_path.strip('/') or 'home'}.png")
             for resp in v.responses:
                 if resp["url"].startswith(stack.image_endpoint) and resp["headers"].get("x-nextjs-cache") != "HIT":
                     problems.append(f"{vp} {resp['url']}: {resp['status']} X-Nextjs-Cache={resp['headers'].get('x-nextjs-cache')}")
             if not any(r["url"].startswith(stack.image_endpoint) for r in v.responses):
                 problems.append(f"{vp} {page_path}: no image from imgopt at all")
-    assert not problems, "\n".join(problems)
+    return problems
 
 
 # -- the loader against Next's own default loader ----------------------------------------------

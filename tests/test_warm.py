@@ -130,6 +130,25 @@ def test_warm_through_a_server_from_a_sitemap_and_failures_exit_1(site: Path, or
     assert resp.headers["x-nextjs-cache"] == "HIT"
 
 
+@pytest.mark.parametrize("server_formats", [["image/avif", "image/webp"], ["image/webp"]])
+def test_through_a_server_without_a_config_it_asks_as_browsers_do(site: Path, originals: Path, make_server: Any,
+                                                                  server_formats: list[str]) -> None:
+    # No --config/--next-config: imgopt warm cannot know what the server negotiates, so it asks
+    # for AVIF and WebP as an AVIF browser and a WebP browser do; every browser then gets a HIT.
+    srv = make_server({**IMAGES, "formats": server_formats}, "--local-root", str(originals))
+    r = subprocess.run([sys.executable, "-m", "imgopt", "warm", str(site), "--server", srv.url],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{len(EXPECTED) * 2} variants, {len(EXPECTED) * 2} ok" in r.stdout and " 0 failed" in r.stdout
+    avif = "image/avif" in server_formats
+    for path in EXPECTED:
+        for accept, mime in (("image/avif,image/webp,*/*", "image/avif" if avif else "image/webp"),
+                             ("image/webp,*/*", "image/webp")):
+            resp = httpx.get(srv.url + path, headers={"Accept": accept}, timeout=60)
+            assert resp.status_code == 200 and resp.headers["content-type"] == mime
+            assert resp.headers["x-nextjs-cache"] == "HIT", (path, mime)
+
+
 def test_dry_run_lists_the_variants(site: Path, tmp_path: Path) -> None:
     r = run_warm(str(site), "--dry-run", "--formats", "avif,original", tmp=tmp_path)
     assert r.returncode == 0, r.stderr
