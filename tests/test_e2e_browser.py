@@ -835,6 +835,29 @@ def test_site_in_chromium(stacks: Stacks, browser: Any, shape: Shape, page_path:
 
 # -- imgopt warm: the first visitor gets HITs ------------------------------------------------
 
+STANDALONE_SHAPE = SHAPES[-1]  # the last shape of the visits above: no second build
+
+
+def test_warm_from_a_standalone_builds_prerendered_pages_makes_every_image_a_hit(stacks: Stacks, browser: Any) -> None:
+    """`imgopt warm <distDir>/server/app --server` on an empty cache: the pages next build
+    prerendered, read like an export, sent through the running imgopt; then every image of
+    every page, at every viewport, through nginx, is a HIT."""
+    stack = stacks.get(STANDALONE_SHAPE)
+    imgopt = stack.imgopt
+    imgopt.stop()
+    shutil.rmtree(imgopt.cache_dir, ignore_errors=True)
+    imgopt.start()
+    pages = stack.extra["build"] / "server" / "app"
+    r = subprocess.run([*imgopt.argv[:imgopt.argv.index("serve")], "warm", str(pages), "--server", imgopt.url],
+                       capture_output=True, text=True, timeout=900, env=imgopt.env)
+    (ARTIFACTS / "warm-standalone.log").write_text(r.stdout + r.stderr)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # every variant made now (the cache was empty), none failed
+    assert re.search(r"imgopt warm: (\d+) variants, \1 ok \(\1 MISS\), [\d,]+ bytes, 0 failed", r.stdout), r.stdout
+    problems = not_all_hits(stack, browser, "warm-standalone")
+    assert not problems, "\n".join(problems)
+
+
 WARM_SHAPE = SHAPES[0]  # static export, Turbopack, no basePath
 
 
@@ -855,29 +878,6 @@ def test_warm_on_the_export_makes_every_image_the_browser_loads_a_hit(stacks: St
     assert " 0 failed" in r.stdout, r.stdout
     imgopt.start()
     problems = not_all_hits(stack, browser, "warm")
-    assert not problems, "\n".join(problems)
-
-
-STANDALONE_SHAPE = SHAPES[-1]
-
-
-def test_warm_from_a_standalone_builds_prerendered_pages_makes_every_image_a_hit(stacks: Stacks, browser: Any) -> None:
-    """`imgopt warm <distDir>/server/app --server` on an empty cache: the pages next build
-    prerendered, read like an export, sent through the running imgopt; then every image of
-    every page, at every viewport, through nginx, is a HIT."""
-    stack = stacks.get(STANDALONE_SHAPE)
-    imgopt = stack.imgopt
-    imgopt.stop()
-    shutil.rmtree(imgopt.cache_dir, ignore_errors=True)
-    imgopt.start()
-    pages = stack.extra["build"] / "server" / "app"
-    r = subprocess.run([*imgopt.argv[:imgopt.argv.index("serve")], "warm", str(pages), "--server", imgopt.url],
-                       capture_output=True, text=True, timeout=900, env=imgopt.env)
-    (ARTIFACTS / "warm-standalone.log").write_text(r.stdout + r.stderr)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    # every variant made now (the cache was empty), none failed
-    assert re.search(r"imgopt warm: (\d+) variants, \1 ok \(\1 MISS\), [\d,]+ bytes, 0 failed", r.stdout), r.stdout
-    problems = not_all_hits(stack, browser, "warm-standalone")
     assert not problems, "\n".join(problems)
 
 
