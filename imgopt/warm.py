@@ -47,8 +47,9 @@ FORMAT_MIME = {"image/avif": "avif", "image/webp": "webp"}
 SERVER_FORMATS = ("image/avif", "image/webp")
 
 # An image URL inside text (RSC payloads, scripts): optional scheme://host, optional basePath,
-# /_next/image, a query. Loader URLs never hold a raw space, quote, comma or angle bracket.
-_IN_TEXT = re.compile(r"""(?:https?://[^\s"'<>\\,]+?)?(?:/[^\s"'<>\\?,]*?)?/_next/image\?[^\s"'<>\\,]+""")
+# /_next/image (with Next's trailing slash under `trailingSlash: true`), a query. Loader URLs
+# never hold a raw space, quote, comma or angle bracket.
+_IN_TEXT = re.compile(r"""(?:https?://[^\s"'<>\\,]+?)?(?:/[^\s"'<>\\?,]*?)?/_next/image/?\?[^\s"'<>\\,]+""")
 _JSON_ESCAPES = re.compile(r"\\u0026|\\u003[cCeE]|\\/")
 
 
@@ -92,10 +93,11 @@ class Summary:
 # -- collecting image URLs -------------------------------------------------------------------
 
 def image_path(url: str) -> str | None:
-    """The path and query of an image URL (any host, any basePath), or None if it is not one."""
+    """The path and query of an image URL (any host, any basePath), or None if it is not one.
+    With `trailingSlash: true` Next's default loader writes ``/_next/image/?…``; it is kept so."""
     url = html.unescape(url.strip())
     parts = urlsplit(url)
-    if not parts.path.endswith("/_next/image") or not parts.query:
+    if not parts.path.endswith(("/_next/image", "/_next/image/")) or not parts.query:
         return None
     return f"{parts.path}?{parts.query}"
 

@@ -91,6 +91,24 @@ def test_any_host_and_basepath_keep_their_path() -> None:
     assert paths == {p.replace("/_next/image", "/shop/_next/image") for p in EXPECTED - {img("/txt.jpg", 384)}}
 
 
+def test_a_trailing_slash_site_is_warmed_at_its_own_urls(site: Path, originals: Path, make_server: Any) -> None:
+    # trailingSlash: true makes Next's images.path /_next/image/, so every URL is /_next/image/?…
+    for page in site.rglob("*.*"):
+        page.write_text(page.read_text().replace("/_next/image?", "/_next/image/?"))
+    slashed = {p.replace("/_next/image?", "/_next/image/?") for p in EXPECTED}
+    html = page_html(base="https://img.example.com/shop").replace("/_next/image?", "/_next/image/?")
+    assert {warm.image_path(u) for u in warm.urls_in_html(html)} - {None} == {
+        p.replace("/_next/image/", "/shop/_next/image/") for p in slashed - {img("/txt.jpg", 384).replace("?", "/?", 1)}}
+    srv = make_server({**IMAGES, "trailingSlash": True}, "--local-root", str(originals))
+    r = subprocess.run([sys.executable, "-m", "imgopt", "warm", str(site), "--server", srv.url],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{len(EXPECTED) * 2} variants, {len(EXPECTED) * 2} ok ({len(EXPECTED) * 2} MISS)" in r.stdout
+    for path in slashed:
+        resp = httpx.get(srv.url + path, headers={"Accept": "image/avif,image/webp,*/*"}, timeout=60)
+        assert resp.status_code == 200 and resp.headers["x-nextjs-cache"] == "HIT", path
+
+
 def test_in_process_warm_fills_the_cache_a_server_then_serves_as_hits(site: Path, originals: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     r = run_warm(str(site), "--local-root", str(originals), "--cache-dir", str(cache), tmp=tmp_path)
