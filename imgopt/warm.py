@@ -301,6 +301,10 @@ async def warm(sources: list[str], *, settings: Any, server: str | None, formats
         paths = await collect(sources, fetcher)
     fmts = formats_for(settings.images.formats if config_given or not server else SERVER_FORMATS, formats)
     variants = [Variant(p, f) for p in paths for f in fmts]
+    if not paths:  # a wrong folder or build, or a site whose images do not go through /_next/image
+        print(f"imgopt warm: no /_next/image URLs found in {', '.join(sources)}", file=sys.stderr)
+        if not dry_run:
+            return 1
     if dry_run:
         for v in variants:
             print(f"{v.fmt}\t{v.path}", file=out)

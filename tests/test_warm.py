@@ -187,6 +187,16 @@ def test_formats_are_checked_against_the_config(formats: str, message: str | Non
             warm.formats_for(["image/webp"], formats.split(","))
 
 
+def test_a_site_without_image_urls_says_so_and_exits_1(tmp_path: Path) -> None:
+    # a wrong folder (or a build whose images skip /_next/image) must not pass as a warmed cache
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "index.html").write_text('<img src="/a.png"><img src="/_next/static/media/b.jpg">')
+    r = run_warm(str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), tmp=tmp_path)
+    assert r.returncode == 1 and "no /_next/image URLs found in" in r.stderr, r.stdout + r.stderr
+    dry = run_warm(str(tmp_path / "out"), "--dry-run", tmp=tmp_path)
+    assert dry.returncode == 0 and "no /_next/image URLs found in" in dry.stderr
+
+
 def test_a_source_that_is_nothing_is_a_usage_error(tmp_path: Path) -> None:
     r = run_warm(str(tmp_path / "nope"), "--dry-run", tmp=tmp_path)
     assert r.returncode == 2 and "not a folder, a file or an http(s) URL" in r.stderr
