@@ -35,6 +35,8 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from .config import FORMATS
+
 #: The Accept header of a browser that gets each output format (the service negotiates as for
 #: that browser: a server without AVIF answers the first one with what such a browser gets).
 FORMAT_ACCEPT = {
@@ -43,8 +45,6 @@ FORMAT_ACCEPT = {
     "original": "",
 }
 FORMAT_MIME = {"image/avif": "avif", "image/webp": "webp"}
-#: What `--server` is asked for when no config says what it negotiates: both, as browsers do.
-SERVER_FORMATS = ("image/avif", "image/webp")
 
 # An image URL inside text (RSC payloads, scripts): optional scheme://host, optional basePath,
 # /_next/image (with Next's trailing slash under `trailingSlash: true`), a query. Loader URLs
@@ -295,11 +295,12 @@ async def warm(sources: list[str], *, settings: Any, server: str | None, formats
     """The whole command; returns the exit status (1 when any variant failed).
 
     ``config_given``: the images settings came from --config/--next-config. Without them a
-    ``--server`` is asked for AVIF and WebP as browsers ask (it answers with what it negotiates);
+    ``--server`` is asked for every format Next can negotiate (AVIF and WebP) as browsers ask,
+    and it answers with what it negotiates;
     in this process the defaults are the config, as for ``serve``."""
     async with httpx.AsyncClient(timeout=60) as fetcher:
         paths = await collect(sources, fetcher)
-    fmts = formats_for(settings.images.formats if config_given or not server else SERVER_FORMATS, formats)
+    fmts = formats_for(settings.images.formats if config_given or not server else FORMATS, formats)
     variants = [Variant(p, f) for p in paths for f in fmts]
     if not paths:  # a wrong folder or build, or a site whose images do not go through /_next/image
         print(f"imgopt warm: no /_next/image URLs found in {', '.join(sources)}", file=sys.stderr)
