@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,16 @@ def run_warm(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=600)
 
 
+def assert_every_browser_hits(base_url: str, paths: Iterable[str], avif: bool = True) -> None:
+    """An AVIF browser and a WebP browser each get a HIT of their format for every path."""
+    for path in paths:
+        for accept, mime in (("image/avif,image/webp,*/*", "image/avif" if avif else "image/webp"),
+                             ("image/webp,*/*", "image/webp")):
+            resp = httpx.get(base_url + path, headers={"Accept": accept}, timeout=60)
+            assert resp.status_code == 200 and resp.headers["content-type"] == mime, (path, mime)
+            assert resp.headers["x-nextjs-cache"] == "HIT", (path, mime)
+
+
 def test_collects_every_image_url_a_next_page_uses(site: Path) -> None:
     import asyncio
 
@@ -104,9 +115,7 @@ def test_a_trailing_slash_site_is_warmed_at_its_own_urls(site: Path, originals: 
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{len(EXPECTED) * 2} variants, {len(EXPECTED) * 2} ok ({len(EXPECTED) * 2} MISS)" in r.stdout
-    for path in slashed:
-        resp = httpx.get(srv.url + path, headers={"Accept": "image/avif,image/webp,*/*"}, timeout=60)
-        assert resp.status_code == 200 and resp.headers["x-nextjs-cache"] == "HIT", path
+    assert_every_browser_hits(srv.url, slashed)
 
 
 def test_in_process_warm_fills_the_cache_a_server_then_serves_as_hits(site: Path, originals: Path, tmp_path: Path) -> None:
@@ -116,11 +125,7 @@ def test_in_process_warm_fills_the_cache_a_server_then_serves_as_hits(site: Path
     assert f"{len(EXPECTED) * 2} variants, {len(EXPECTED) * 2} ok ({len(EXPECTED) * 2} MISS)" in r.stdout
     srv = ImgoptServer(tmp_path / "srv", IMAGES, "--local-root", str(originals), "--cache-dir", str(cache)).start()
     try:
-        for path in EXPECTED:
-            for accept, mime in (("image/avif,image/webp,*/*", "image/avif"), ("image/webp,*/*", "image/webp")):
-                resp = httpx.get(srv.url + path, headers={"Accept": accept}, timeout=60)
-                assert resp.status_code == 200 and resp.headers["content-type"] == mime
-                assert resp.headers["x-nextjs-cache"] == "HIT", (path, mime)
+        assert_every_browser_hits(srv.url, EXPECTED)
     finally:
         srv.stop()
     # A second run finds everything fresh: it resumes, producing nothing again.
@@ -158,13 +163,7 @@ def test_through_a_server_without_a_config_it_asks_as_browsers_do(site: Path, or
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{len(EXPECTED) * 2} variants, {len(EXPECTED) * 2} ok" in r.stdout and " 0 failed" in r.stdout
-    avif = "image/avif" in server_formats
-    for path in EXPECTED:
-        for accept, mime in (("image/avif,image/webp,*/*", "image/avif" if avif else "image/webp"),
-                             ("image/webp,*/*", "image/webp")):
-            resp = httpx.get(srv.url + path, headers={"Accept": accept}, timeout=60)
-            assert resp.status_code == 200 and resp.headers["content-type"] == mime
-            assert resp.headers["x-nextjs-cache"] == "HIT", (path, mime)
+    assert_every_browser_hits(srv.url, EXPECTED, avif="image/avif" in server_formats)
 
 
 def test_dry_run_lists_the_variants(site: Path, tmp_path: Path) -> None:
