@@ -648,11 +648,18 @@ def visit(browser: Any, url: str, viewport: tuple[int, int, float], screenshot: 
         for r in responses:
             if r.url.startswith("data:"):
                 continue
-            try:
-                body = r.body()
-            except Exception as e:  # noqa: BLE001 - reported as a problem below
-                body = f"<no body: {e}>".encode()
-            resp.append({"url": r.url, "status": r.status, "headers": r.all_headers(), "body": body})
+            # A request the browser cancelled (a <picture> that switched to its <source>) has
+            # no body to check: asked for one, Playwright fetches the URL again without the
+            # image Accept header, and imgopt rightly answers that with the original's type.
+            aborted = r.request.failure
+            body = b""
+            if aborted is None:
+                try:
+                    body = r.body()
+                except Exception as e:  # noqa: BLE001 - reported as a problem below
+                    body = f"<no body: {e}>".encode()
+            resp.append({"url": r.url, "status": r.status, "headers": r.all_headers(), "body": body,
+                         "aborted": aborted})
         return Visit(images, resp, requests, viewport, inner_width, real_dpr, errors)
     finally:
         ctx.close()
@@ -679,7 +686,7 @@ def check_visit(stack: Stack, page_path: str, v: Visit) -> list[str]:
     if sorted(ids) != sorted(expected):
         problems.append(f"images on the page {ids}, expected {sorted(expected)}")
     prefix = stack.image_endpoint + "?"
-    by_url = {r["url"]: r for r in v.responses}
+    by_url = {r["url"]: r for r in v.responses if r["aborted"] is None}
     svg_urls: set[str] = set()
 
     for img in v.images:
@@ -734,7 +741,7 @@ def check_visit(stack: Stack, page_path: str, v: Visit) -> list[str]:
                 f"w={query_of(want[0]).get('w')} (slot {slot} px x DPR {dpr}; srcset {[(int(c[1]), c[2]) for c in cands]})")
         r = by_url.get(img["currentSrc"])
         if r is None:
-            problems.append(f"{name}: no network response seen for currentSrc {img['currentSrc']}")
+            problems.append(f"{name}: no complete network response seen for currentSrc {img['currentSrc']}")
         elif got_w:
             dw = decoded_width(r["body"])
             if dw != min(int(got_w), spec.width):
@@ -755,7 +762,7 @@ def check_visit(stack: Stack, page_path: str, v: Visit) -> list[str]:
             problems.append(f"{url}: status {r['status']} {r['body'][:200]!r}")
         if ctype != "image/avif":
             problems.append(f"{url}: Content-Type {ctype!r}, expected image/avif (Chromium accepts AVIF)")
-        elif sniff(r["body"]) != ctype:
+        elif r["aborted"] is None and sniff(r["body"]) != ctype:
             problems.append(f"{url}: body is not {ctype} (starts {r['body'][:16]!r})")
         if "x-request-id" not in hdr or "x-nextjs-cache" not in hdr:
             problems.append(f"{url}: not answered by imgopt (no X-Request-Id / X-Nextjs-Cache): {hdr}")
@@ -775,7 +782,8 @@ def save_report(path: Path, v: Visit, problems: list[str]) -> None:
         "viewport": {"width": v.viewport[0], "height": v.viewport[1], "dpr": v.viewport[2]},
         "images": [{**i, "picked_w": query_of(i["currentSrc"]).get("w")} for i in v.images],
         "responses": [{"url": r["url"], "status": r["status"], "content-type": r["headers"].get("content-type"),
-                       "x-nextjs-cache": r["headers"].get("x-nextjs-cache"), "bytes": len(r["body"])}
+                       "x-nextjs-cache": r["headers"].get("x-nextjs-cache"), "bytes": len(r["body"]),
+                       "aborted": r["aborted"]}
                       for r in v.responses],
         "console_errors": v.console_errors,
         "problems": problems,
