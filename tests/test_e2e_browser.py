@@ -36,6 +36,7 @@ run here when node_modules is missing or older than package-lock.json).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import http.server
@@ -584,6 +585,69 @@ def test_the_srcset_rule_is_what_chromium_does(browser: Any, viewport: tuple[int
         want = expected_candidate(cands, slot_width(sz, w), dpr)[0]
         assert picked[f"s{i}"] == want, f"sizes={sz!r} at {w}@{dpr}: Chromium {picked[f's{i}']}, rule {want}"
     assert picked["x"] == expected_candidate(parse_srcset(xset), None, dpr)[0]
+
+
+def test_a_cancelled_image_request_is_kept_without_a_body(browser: Any, tmp_path: Path) -> None:
+    """An image request the browser cancels after its headers came (as a <picture> that switches
+    to its <source> may) is recorded as aborted, and no body is asked for: Playwright would fetch
+    the URL again for one, without the browser's image Accept header (a different variant)."""
+    headers_sent = threading.Event()
+    seen: list[str] = []
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4), (200, 40, 40)).save(png, "PNG")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+        def reply(self, ctype: str, body: bytes) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            if self.path == "/":
+                self.reply("text/html", b'<img id="a" src="/slow.avif"><script>'
+                                        b'fetch("/sent").then(() => { document.getElementById("a").src = "/ok.png" })'
+                                        b'</script>')
+            elif self.path == "/slow.avif":
+                seen.append(self.headers.get("Accept", ""))
+                if len(seen) > 1:  # a second fetch of the URL: answered at once
+                    self.reply("image/jpeg", b"\xff\xd8\xff" + bytes(997))
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "image/avif")
+                self.send_header("Content-Length", "1000")
+                self.end_headers()
+                self.wfile.flush()
+                headers_sent.set()
+                # no body: the browser cancels the request, which closes the connection
+                self.connection.settimeout(60)
+                with contextlib.suppress(OSError):
+                    self.rfile.read(1)
+            elif self.path == "/sent":
+                headers_sent.wait(30)
+                self.reply("text/plain", b"ok")
+            elif self.path == "/ok.png":
+                self.reply("image/png", png.getvalue())
+            else:
+                self.send_error(404)
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        v = visit(browser, f"http://127.0.0.1:{srv.server_address[1]}/", (800, 600, 1), tmp_path / "shot.png")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    slow = [r for r in v.responses if r["url"].endswith("/slow.avif")]
+    assert len(slow) == 1, v.responses
+    assert slow[0]["aborted"] is not None and slow[0]["body"] == b"", slow[0]
+    assert len(seen) == 1 and "image/avif" in seen[0], f"/slow.avif was fetched with Accept {seen}"
+    assert [i["currentSrc"].rsplit("/", 1)[-1] for i in v.images] == ["ok.png"]
 
 
 # -- opening a page --------------------------------------------------------------------------
