@@ -62,6 +62,10 @@ class ImagesConfig:
     base_path: str = ""
     # next.config's trailingSlash (likewise): without it /_next/image/ is a 308 to /_next/image
     trailing_slash: bool = False
+    # next.config's assetPrefix when it is a path ("/cdn"): static imports are then
+    # {assetPrefix}/_next/static/media/..., which a folder or bucket source finds under _next/
+    # (an http(s) assetPrefix is a remote pattern instead)
+    asset_prefix: str = ""
     # imgopt extensions, not Next.js options (imgopt/extensions.py, docs/extras.md)
     auto_quality: AutoQuality | None = None
     animated: AnimatedLimits | None = None
@@ -169,6 +173,7 @@ def parse_images_config(obj: Any) -> ImagesConfig:
         raise ConfigError(f"images: {e}".replace("\n", " ")) from None
     if "assetPrefix" in obj:
         kw["remote_patterns"] = _with_asset_prefix(obj["assetPrefix"], kw.get("remote_patterns", ()))
+        kw["asset_prefix"] = asset_prefix_path(obj["assetPrefix"])
     if "basePath" in obj:
         bp = obj["basePath"]
         if not isinstance(bp, str):
@@ -244,6 +249,16 @@ def _with_asset_prefix(prefix: Any, patterns: tuple[RemotePattern, ...]) -> tupl
     if protocol not in ("http", "https") or has_remote_match((), patterns, url):
         return patterns  # ("httpx://…": nothing imgopt could fetch from)
     return (*patterns, RemotePattern(hostname=url.hostname, protocol=protocol, port=url.port))
+
+
+def asset_prefix_path(prefix: str) -> str:
+    """A path ``assetPrefix`` as Next normalises it (normalizedAssetPrefix: no leading or
+    trailing slashes, then one leading slash): ``"cdn/"`` -> ``"/cdn"``; ``""`` for none, for
+    ``"/"`` and for an http(s) URL."""
+    if prefix.startswith("http"):
+        return ""
+    stripped = prefix.strip("/")
+    return f"/{stripped}" if stripped else ""
 
 
 _KNOWN_KEYS = {

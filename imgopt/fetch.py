@@ -259,8 +259,11 @@ async def read_limited(chunks: AsyncIterator[bytes], decoder: Decoder, limit: in
     return bytes(buf)
 
 
-def local_key(url: str, base_path: str) -> str:
+def local_key(url: str, base_path: str, asset_prefix: str = "") -> str:
     """The relative path a local url names under the root (``a/b.png``; '' for the root itself).
+
+    ``{basePath}/x`` is ``x`` (Next serves public/x there), and with a path ``assetPrefix``
+    ``{assetPrefix}/_next/x`` is ``_next/x`` (where a static export keeps what the prefix serves).
 
     Decoded once; a NUL, a backslash or a ``..`` segment left after decoding (``%2e%2e``,
     ``..%2f``, ``%5c``) is refused, so no spelling leaves the root. Empty segments are dropped.
@@ -269,6 +272,8 @@ def local_key(url: str, base_path: str) -> str:
     path, _search = split_local(url)
     if base_path and (path == base_path or path.startswith(base_path + "/")):
         path = path[len(base_path):] or "/"  # Next serves public/x at {basePath}/x
+    elif asset_prefix and path.startswith(asset_prefix + "/_next/"):
+        path = path[len(asset_prefix):]
     try:
         decoded = strict_unquote(path)
     except ValueError:

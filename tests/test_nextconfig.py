@@ -366,6 +366,42 @@ def test_static_imports_from_an_asset_prefix_host_are_fetched(tmp_path, corpus, 
     assert r.status_code == 400 and r.text == '"url" parameter is not allowed'
 
 
+def test_a_path_asset_prefix_is_read_from_the_exports_next_folder(tmp_path, corpus, make_server):
+    """With assetPrefix a path ("/cdn"), a static export's static imports are
+    /cdn/_next/static/media/..., served by the host from out/_next/: a folder source finds them
+    there. Only {assetPrefix}/_next/ is mapped; basePath urls are as before."""
+    out = tmp_path / "out"
+    (out / "_next/static/media").mkdir(parents=True)
+    shutil.copy(corpus / "test.jpg", out / "_next/static/media/still.0a1b2c3d.jpg")
+    shutil.copy(corpus / "test.jpg", out / "photo.jpg")
+    cfg = write(tmp_path / "site/next.config.js", """
+        module.exports = { output: 'export', basePath: '/shop', assetPrefix: 'cdn/', images: {} }
+    """)
+    srv = make_server(None, "--next-config", str(cfg), "--local-root", str(out))
+
+    def get(url: str) -> httpx.Response:
+        return httpx.get(srv.url + "/shop/_next/image", params={"url": url, "w": 640, "q": 75},
+                         headers={"Accept": "image/webp"}, timeout=30)
+
+    r = get("/cdn/_next/static/media/still.0a1b2c3d.jpg")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/webp", r.text
+    assert get("/shop/photo.jpg").status_code == 200  # public files at {basePath}/ as before
+    assert get("/cdn/photo.jpg").status_code == 404  # only {assetPrefix}/_next/ is the prefix's
+    assert get("/cdn/_next/static/media/missing.jpg").status_code == 404
+    assert get("/cdn/_next/%2e%2e/photo.jpg").status_code == 404  # a dot segment: /cdn/photo.jpg
+    r = get("/cdn/_next/..%2f..%2fsite/next.config.js")
+    assert r.status_code == 400 and r.text == '"url" parameter is not allowed'
+
+
+@pytest.mark.parametrize("prefix,path", [
+    ("/cdn", "/cdn"), ("cdn/", "/cdn"), ("//a/b//", "/a/b"), ("/", ""), ("", ""),
+    ("https://cdn.example.com/x", ""), ("http://localhost", ""),
+])
+def test_a_path_asset_prefix_is_normalised_as_next_does(prefix, path):
+    # Next's normalizedAssetPrefix: no leading or trailing slashes, then one leading slash
+    assert parse_images_config({"assetPrefix": prefix}).asset_prefix == path
+
+
 def built_config(folder: Path, **config: object) -> Path:
     """A required-server-files.json as `next build` writes it (the parts imgopt reads)."""
     body = {"version": 1, "config": {"distDir": ".next", "basePath": "", "assetPrefix": "", "trailingSlash": False,

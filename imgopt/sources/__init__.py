@@ -39,15 +39,15 @@ def open_local(settings: Settings) -> Source | None:
     """The source of local urls: the ``--local-root`` folder or bucket, else ``--origin``."""
     from ..objectstorage import BucketURL
 
-    base_path = settings.images.base_path
+    base_path, asset_prefix = settings.images.base_path, settings.images.asset_prefix
     if isinstance(settings.local_root, BucketURL):
         from .bucket import BucketSource
 
-        return BucketSource(settings.local_root, settings.fetch_timeout, base_path)
+        return BucketSource(settings.local_root, settings.fetch_timeout, base_path, asset_prefix)
     if isinstance(settings.local_root, Path):
         from .folder import FolderSource
 
-        return FolderSource(settings.local_root, base_path)
+        return FolderSource(settings.local_root, base_path, asset_prefix)
     if settings.origin:
         from .origin import OriginSource
 

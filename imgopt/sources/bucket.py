@@ -21,13 +21,14 @@ log = logging.getLogger("imgopt.sources")
 
 
 class BucketSource:
-    def __init__(self, url: BucketURL, timeout: float, base_path: str = "") -> None:
+    def __init__(self, url: BucketURL, timeout: float, base_path: str = "", asset_prefix: str = "") -> None:
         self.url = url
         self.base_path = base_path
+        self.asset_prefix = asset_prefix
         self._store = connect(url, timeout, retries=1)
 
     async def get(self, req: ImageRequest, limit: int) -> Original:
-        return await self.get_key(local_key(req.href, self.base_path), limit)
+        return await self.get_key(local_key(req.href, self.base_path, self.asset_prefix), limit)
 
     async def get_key(self, key: str, limit: int) -> Original:
         import obstore

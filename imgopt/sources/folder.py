@@ -19,16 +19,17 @@ from ..params import ImageRequest
 
 
 class FolderSource:
-    def __init__(self, root: Path, base_path: str) -> None:
+    def __init__(self, root: Path, base_path: str, asset_prefix: str = "") -> None:
         self.root = root
         self.base_path = base_path
+        self.asset_prefix = asset_prefix
 
     async def get(self, req: ImageRequest, limit: int) -> Original:
         return await asyncio.to_thread(self.read, req.href, limit)
 
     def read(self, url: str, limit: int) -> Original:
         root_real = Path(os.path.realpath(self.root))
-        target = Path(os.path.realpath(root_real.joinpath(*local_key(url, self.base_path).split("/"))))
+        target = Path(os.path.realpath(root_real.joinpath(*local_key(url, self.base_path, self.asset_prefix).split("/"))))
         if target != root_real and root_real not in target.parents:
             raise ImageError(400, NOT_ALLOWED)  # a symlink that leads out of the root
         try:
