@@ -98,6 +98,13 @@ class ImgoptServer:
         self.log.close()
         return self.proc.returncode
 
+    def wait_for_log(self, text: str, count: int = 1, timeout: float = 60) -> None:
+        """Wait until the server's log holds ``text`` ``count`` times (or more)."""
+        deadline = time.monotonic() + timeout
+        while (seen := self.log_path.read_text(errors="replace").count(text)) < count:
+            assert time.monotonic() < deadline, f"the log holds {text!r} {seen} times, expected {count}"
+            time.sleep(0.05)
+
     def get(self, url: str, w: int | str | None = None, q: int | str | None = None,
             accept: str | None = "image/webp,*/*", **kw: Any) -> httpx.Response:
         params: list[tuple[str, str]] = [("url", url)]

@@ -21,6 +21,14 @@ from imgopt.pool import WorkerPool
 glibc_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc_trim: Linux only")
 
 
+async def wait_for_calls(calls: list, count: int, timeout: float = 30) -> None:
+    """Wait until the idle hook has been called `count` times (or more)."""
+    deadline = time.monotonic() + timeout
+    while len(calls) < count:
+        assert time.monotonic() < deadline, f"the idle hook ran {len(calls)} times, expected {count}"
+        await asyncio.sleep(0.01)
+
+
 def test_idle_hook_runs_once_on_a_worker_after_the_jobs_end():
     calls: list[str] = []
 
@@ -28,13 +36,13 @@ def test_idle_hook_runs_once_on_a_worker_after_the_jobs_end():
         pool = WorkerPool(2, 2, on_idle=lambda: calls.append(threading.current_thread().name), idle_delay=0.05)
         await asyncio.gather(*(pool.run(time.sleep, 0.02) for _ in range(4)))
         assert calls == []  # not before idle_delay has passed
-        await asyncio.sleep(0.3)
+        await wait_for_calls(calls, 1)
         assert len(calls) == 1 and calls[0].startswith("imgopt-vips")
         assert pool.idle_runs == 1
         await asyncio.sleep(0.2)
         assert len(calls) == 1  # once per idle period, not a timer
         await pool.run(time.sleep, 0.01)
-        await asyncio.sleep(0.3)
+        await wait_for_calls(calls, 2)
         assert len(calls) == 2
         pool.shutdown()
 
@@ -45,13 +53,17 @@ def test_idle_hook_does_not_run_while_jobs_keep_arriving():
     calls: list[float] = []
 
     async def main() -> None:
-        pool = WorkerPool(1, 4, on_idle=lambda: calls.append(time.monotonic()), idle_delay=0.15)
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end:  # gaps of ~0.05 s between jobs: idle, but never for 0.15 s
+        # Gaps of ~0.05 s between jobs: idle, but never for idle_delay. The margin is wide, so a
+        # busy machine that stretches a gap does not make it an idle period; jobs keep arriving
+        # for three idle_delays, long enough for a hook that ignored them to show.
+        idle_delay = 0.5
+        pool = WorkerPool(1, 4, on_idle=lambda: calls.append(time.monotonic()), idle_delay=idle_delay)
+        end = time.monotonic() + 3 * idle_delay
+        while time.monotonic() < end:
             await pool.run(time.sleep, 0.01)
             await asyncio.sleep(0.05)
         assert calls == []
-        await asyncio.sleep(0.4)
+        await wait_for_calls(calls, 1)
         assert len(calls) == 1 and calls[0] >= end
         pool.shutdown()
 
@@ -115,6 +127,14 @@ def test_server_releases_memory_after_a_transform_and_says_so(make_server, origi
         assert sample_sum(scrape(s.url), "imgopt_pool_idle_releases_total") == 0
         r = s.get(f"{origin.base_url}/large.jpg?m={uuid.uuid4().hex}", 1080, 75, accept="image/webp")
         assert r.status_code == 200 and r.headers["x-nextjs-cache"] == "MISS"
-    time.sleep(0.6)
+    # Both are checked after `srv` has released memory, and not before they have been idle for
+    # 0.6 s (three times the 0.2 s after which idle workers release memory): time enough for a
+    # second release, or one by `off`, to show.
+    quiet_until = time.monotonic() + 0.6
+    deadline = time.monotonic() + 30
+    while sample_sum(scrape(srv.url), "imgopt_pool_idle_releases_total") == 0:
+        assert time.monotonic() < deadline, "the workers went idle but no memory was released"
+        time.sleep(0.05)
+    time.sleep(max(0.0, quiet_until - time.monotonic()))
     assert sample_sum(scrape(srv.url), "imgopt_pool_idle_releases_total") == 1
     assert sample_sum(scrape(off.url), "imgopt_pool_idle_releases_total") == 0

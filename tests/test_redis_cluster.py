@@ -210,8 +210,19 @@ def test_redis_slow_then_down_never_a_5xx(cluster, origin, corpus):
         c.redis.stop(signal.SIGKILL)  # down
         time.sleep(1.5)
         down = [_health(r.url) for r in c.replicas]
+        # A replica's breaker opens after a few failed Redis calls in a row. Its load may all be
+        # answered from its memory tier, so /healthz is asked until then: each one pings Redis,
+        # a failure now that Redis is gone.
+        deadline = time.monotonic() + 30
         for r in c.replicas:
-            assert metric(r.url, "imgopt_cache_backend_up", backend="redis") == 0
+            while metric(r.url, "imgopt_cache_backend_up", backend="redis") != 0:
+                assert time.monotonic() < deadline, f"{r.url} still counts Redis as up"
+                _health(r.url)
+                time.sleep(0.05)
+        # enough requests for the run to mean something, whatever the machine's speed
+        while len(results) <= 20:
+            assert time.monotonic() < deadline, f"only {len(results)} requests were answered"
+            time.sleep(0.05)
     finally:
         stop.set()
         for t in threads:
@@ -288,25 +299,29 @@ def test_coordinator_waits_for_owner_and_shares_errors(redis_srv):
         owner = RedisCoordinator(RedisStore(redis_srv.url), max_wait=10)
         waiter = RedisCoordinator(RedisStore(redis_srv.url), max_wait=10)
         key, produced = uuid.uuid4().hex, []
+        # The waiter starts once the owner is at work, so it holds the lock by then.
+        producing, failing = asyncio.Event(), asyncio.Event()
 
         async def produce(tag: str, store: RedisStore) -> Entry:
             produced.append(tag)
+            producing.set()
             await asyncio.sleep(0.3)
             e = entry(tag.encode())
             store.set(key, e)
             return e
 
         got = await asyncio.gather(owner.run(key, None, lambda: produce("a", owner.redis)),
-                                   _later(waiter.run(key, None, lambda: produce("b", waiter.redis))))
+                                   _after(producing, waiter.run(key, None, lambda: produce("b", waiter.redis))))
         assert produced == ["a"] and got[0] == got[1]
 
         bad = uuid.uuid4().hex
 
         async def fail() -> Entry:
+            failing.set()
             await asyncio.sleep(0.3)
             raise ImageError(404, "not there")
 
-        results = await asyncio.gather(owner.run(bad, None, fail), _later(waiter.run(bad, None, fail)),
+        results = await asyncio.gather(owner.run(bad, None, fail), _after(failing, waiter.run(bad, None, fail)),
                                        return_exceptions=True)
         assert [(type(r), getattr(r, "status", None)) for r in results] == [(ImageError, 404)] * 2
 
@@ -319,8 +334,8 @@ def test_coordinator_waits_for_owner_and_shares_errors(redis_srv):
     asyncio.run(scenario())
 
 
-async def _later(coro, delay: float = 0.05):
-    await asyncio.sleep(delay)
+async def _after(event: asyncio.Event, coro):
+    await event.wait()
     return await coro
 
 

@@ -200,8 +200,13 @@ def test_sigterm_drains_in_flight_and_exits_zero(tmp_path, origin):
         assert origin.hits["/large.jpg"] == 5
         t_term = time.monotonic()
         srv.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
-        assert _refused(srv.port), "still accepting connections after SIGTERM"
+        # New connections are refused while the five are still in flight (the origin holds each
+        # answer for 1.2 s, then they take turns on the one worker).
+        deadline = time.monotonic() + 30
+        while not _refused(srv.port):
+            assert not all(f.done() for f in futs), "still accepting connections after SIGTERM, and after the drain"
+            assert time.monotonic() < deadline, "still accepting connections 30 s after SIGTERM"
+            time.sleep(0.02)
         for f in futs:
             results.append(f.result(timeout=30))
     code = srv.proc.wait(20)
