@@ -252,12 +252,20 @@ def create_app(settings: Settings) -> Starlette:
     # to the path without the slash, with the query, as Next's trailing-slash redirect
     slashed = image if settings.images.trailing_slash or off else without_trailing_slash
     prefixes = dict.fromkeys(["", settings.images.base_path])
-    image_routes = [
-        Route(f"{prefix}{path}", endpoint, methods=["GET", "HEAD"])
+    # (path, endpoint, the route's name in the metrics and the access log)
+    paths = [
+        (f"{prefix}{path}", endpoint, label)
         for prefix in prefixes
-        for path, endpoint in (("/_next/image", image), ("/_next/image/", slashed),
-                               ("/_next/image/placeholder", placeholder))
+        for path, endpoint, label in (("/_next/image", image, "/_next/image"), ("/_next/image/", slashed, "/_next/image"),
+                                      ("/_next/image/placeholder", placeholder, "/_next/image/placeholder"))
     ]
+    # images.path elsewhere (the site's default loader pointed at imgopt's own URL): there too
+    custom = settings.images.path
+    if settings.images.loader == "default" and custom not in {f"{p}/_next/image" for p in prefixes}:
+        paths.append((custom, image, "/_next/image"))
+        if custom != "/":
+            paths.append((f"{custom}/", slashed, "/_next/image"))
+    image_routes = [Route(path, endpoint, methods=["GET", "HEAD"]) for path, endpoint, _label in paths]
     app = Starlette(
         routes=[
             *image_routes,
@@ -266,7 +274,7 @@ def create_app(settings: Settings) -> Starlette:
             *([Route("/metrics", metrics_endpoint, methods=["GET"])] if settings.metrics_port is None else []),
         ],
         lifespan=lifespan,
-        middleware=[Middleware(metrics.ObserveMiddleware)],
+        middleware=[Middleware(metrics.ObserveMiddleware, routes={path: label for path, _e, label in paths})],
     )
     app.state.service = service
     return app

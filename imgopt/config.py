@@ -15,7 +15,15 @@ from typing import Any
 
 from .extensions import AnimatedLimits, AutoQuality, parse_animated, parse_auto_quality
 from .objectstorage import BucketURL
-from .patterns import LocalPattern, PatternError, RemotePattern, default_local_patterns, has_remote_match, parse_url
+from .patterns import (
+    LocalPattern,
+    PatternError,
+    RemotePattern,
+    default_local_patterns,
+    has_remote_match,
+    local_pathname_and_search,
+    parse_url,
+)
 
 DEFAULT_DEVICE_SIZES = (640, 750, 828, 1080, 1200, 1920, 2048, 3840)
 DEFAULT_IMAGE_SIZES = (32, 48, 64, 96, 128, 256, 384)
@@ -24,7 +32,9 @@ FORMATS = ("image/avif", "image/webp")
 
 # Keys Next.js knows in `images` that do not change what this service does (the site's loader
 # settings, say). They are accepted so a pasted config works, and otherwise ignored.
-_IGNORED_KEYS = {"loaderFile", "path", "disableStaticImages", "customCacheHandler"}
+_IGNORED_KEYS = {"loaderFile", "disableStaticImages", "customCacheHandler"}
+# imgopt's own routes, which images.path cannot take
+RESERVED_PATHS = ("/healthz", "/metrics")
 # Next's VALID_LOADERS. With `default` the site sends images to /_next/image; with `custom` its
 # loaderFile builds the URLs (imgopt's own loader/ does that); the others send them elsewhere.
 LOADERS = ("default", "imgix", "cloudinary", "akamai", "custom")
@@ -62,6 +72,10 @@ class ImagesConfig:
     base_path: str = ""
     # next.config's trailingSlash (likewise): without it /_next/image/ is a 308 to /_next/image
     trailing_slash: bool = False
+    # images.path: where Next's default loader sends image requests (the pathname of an absolute
+    # URL, without a trailing slash; "/" for a host's root). imgopt also answers there, so the
+    # loader can point at imgopt itself: path: 'https://img.example.com/optimize'.
+    path: str = "/_next/image"
     # next.config's assetPrefix when it is a path ("/cdn"): static imports are then
     # {assetPrefix}/_next/static/media/..., which a folder or bucket source finds under _next/
     # (an http(s) assetPrefix is a remote pattern instead)
@@ -185,6 +199,8 @@ def parse_images_config(obj: Any) -> ImagesConfig:
         if any(c in bp for c in "?#\\") or any(ord(c) <= 0x20 for c in bp):
             raise ConfigError(f'images.basePath: Specified basePath must be a plain path, found "{bp}"')
         kw["base_path"] = bp
+    if "path" in obj:
+        kw["path"] = _image_path(obj["path"])
     if "trailingSlash" in obj:
         if not isinstance(obj["trailingSlash"], bool):
             raise ConfigError("images.trailingSlash: expected a boolean")
@@ -251,6 +267,28 @@ def _with_asset_prefix(prefix: Any, patterns: tuple[RemotePattern, ...]) -> tupl
     return (*patterns, RemotePattern(hostname=url.hostname, protocol=protocol, port=url.port))
 
 
+def _image_path(raw: Any) -> str:
+    """The pathname imgopt answers for ``images.path`` (Next's default loader writes
+    ``{path}?url=…``, which the browser resolves as ``new URL`` does): that of an http(s) URL,
+    or of a path; without a trailing slash (Next adds one under trailingSlash, served as
+    /_next/image/ is)."""
+    if not isinstance(raw, str):
+        raise ConfigError("images.path: expected a string")
+    try:
+        if raw.startswith("/") and not raw.startswith("//"):
+            pathname = local_pathname_and_search(raw)[0]
+        elif raw.lower().startswith(("http://", "https://", "//")):
+            pathname = parse_url(raw if not raw.startswith("//") else "http:" + raw).pathname
+        else:
+            raise ValueError("not a path or an http(s) URL")
+    except ValueError:
+        raise ConfigError(f"images.path: expected a path starting with / or an http(s) URL, got {json.dumps(raw)}") from None
+    pathname = pathname.rstrip("/") or "/"
+    if pathname in RESERVED_PATHS:
+        raise ConfigError(f"images.path: {pathname} is imgopt's own route; choose another path")
+    return pathname
+
+
 def asset_prefix_path(prefix: str) -> str:
     """A path ``assetPrefix`` as Next normalises it (normalizedAssetPrefix: no leading or
     trailing slashes, then one leading slash): ``"cdn/"`` -> ``"/cdn"``; ``""`` for none, for
@@ -266,7 +304,7 @@ _KNOWN_KEYS = {
     "localPatterns", "domains", "dangerouslyAllowSVG", "contentSecurityPolicy",
     "contentDispositionType", "maximumResponseBody", "maximumRedirects", "dangerouslyAllowLocalIP",
     "maximumDiskCacheSize", "loader", "unoptimized", "basePath", "trailingSlash", "assetPrefix",
-    "autoQuality", "animated",  # imgopt extensions
+    "path", "autoQuality", "animated",  # the last two: imgopt extensions
 } | _IGNORED_KEYS
 
 

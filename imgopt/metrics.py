@@ -263,8 +263,10 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
 class ObserveMiddleware:
     """ASGI middleware: X-Request-Id in and out, request metrics, one access-log line."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, routes: dict[str, str] | None = None) -> None:
         self.app = app
+        # request path -> route name (the image routes under basePath and images.path too)
+        self.routes = {**_ROUTES, **(routes or {})}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -274,7 +276,7 @@ class ObserveMiddleware:
         rid = request_id_from(scope.get("headers") or [])
         scope.setdefault("state", {})["request_id"] = rid
         token = REQUEST_ID.set(rid)  # every log line of this request carries its id
-        route = _ROUTES.get(scope.get("path", ""), "other")
+        route = self.routes.get(scope.get("path", ""), "other")
         info: dict[str, Any] = {"status": 500, "bytes": 0, "cache": None}
 
         async def send_observed(message: dict[str, Any]) -> None:

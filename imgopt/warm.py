@@ -51,6 +51,13 @@ FORMAT_MIME = {"image/avif": "avif", "image/webp": "webp"}
 # never hold a raw space, quote, comma or angle bracket.
 _IN_TEXT = re.compile(r"""(?:https?://[^\s"'<>\\,]+?)?(?:/[^\s"'<>\\?,]*?)?/_next/image/?\?[^\s"'<>\\,]+""")
 _JSON_ESCAPES = re.compile(r"\\u0026|\\u003[cCeE]|\\/")
+DEFAULT_PATH = "/_next/image"
+
+
+def _custom_in_text(path: str) -> re.Pattern[str]:
+    """Image URLs at a custom ``images.path`` inside text (a query that starts with url=, as the
+    default loader writes it)."""
+    return re.compile(r"""(?:https?://[^\s"'<>\\,/]+)?""" + re.escape(path.rstrip("/")) + r"""/?\?url=[^\s"'<>\\,]+""")
 
 
 @dataclass(frozen=True)
@@ -92,14 +99,18 @@ class Summary:
 
 # -- collecting image URLs -------------------------------------------------------------------
 
-def image_path(url: str) -> str | None:
-    """The path and query of an image URL (any host, any basePath), or None if it is not one.
-    With `trailingSlash: true` Next's default loader writes ``/_next/image/?…``; it is kept so."""
+def image_path(url: str, path: str = DEFAULT_PATH) -> str | None:
+    """The path and query of an image URL (any host, any basePath, or at ``images.path``), or
+    None if it is not one. With `trailingSlash: true` Next's default loader writes
+    ``/_next/image/?…``; it is kept so."""
     url = html.unescape(url.strip())
     parts = urlsplit(url)
-    if not parts.path.endswith(("/_next/image", "/_next/image/")) or not parts.query:
+    if not parts.query:
         return None
-    return f"{parts.path}?{parts.query}"
+    at_custom = path != DEFAULT_PATH and (parts.path.rstrip("/") or "/") == path and parts.query.startswith("url=")
+    if not at_custom and not parts.path.endswith(("/_next/image", "/_next/image/")):
+        return None
+    return f"{parts.path or '/'}?{parts.query}"
 
 
 def _srcset_urls(srcset: str) -> list[str]:
@@ -135,19 +146,22 @@ class _Collector(HTMLParser):
             self.scripts.append(data)
 
 
-def urls_in_text(text: str) -> list[str]:
+def urls_in_text(text: str, path: str = DEFAULT_PATH) -> list[str]:
     """Image URLs in an RSC payload or a script (JSON-escaped or not)."""
     unescaped = _JSON_ESCAPES.sub(lambda m: {"\\u0026": "&", "\\/": "/"}.get(m.group(0), ""), text)
-    return _IN_TEXT.findall(unescaped)
+    found = _IN_TEXT.findall(unescaped)
+    if path != DEFAULT_PATH:
+        found += _custom_in_text(path).findall(unescaped)
+    return found
 
 
-def urls_in_html(text: str) -> list[str]:
+def urls_in_html(text: str, path: str = DEFAULT_PATH) -> list[str]:
     c = _Collector()
     c.feed(text)
     c.close()
     found = list(c.urls)
     for script in c.scripts:
-        found += urls_in_text(script)
+        found += urls_in_text(script, path)
     return found
 
 
@@ -157,13 +171,14 @@ def page_links(sitemap_xml: str) -> list[str]:
     return [el.text.strip() for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "loc" and el.text]
 
 
-async def collect(sources: Iterable[str], client: httpx.AsyncClient) -> list[str]:
-    """Every distinct image path+query the sources use, in the order first seen."""
+async def collect(sources: Iterable[str], client: httpx.AsyncClient, path: str = DEFAULT_PATH) -> list[str]:
+    """Every distinct image path+query the sources use, in the order first seen (``path``: the
+    config's ``images.path``, looked for besides /_next/image)."""
     found: dict[str, None] = {}
 
     def add(urls: Iterable[str], base: str = "") -> None:
         for u in urls:
-            p = image_path(urljoin(base, u) if base else u)
+            p = image_path(urljoin(base, u) if base else u, path)
             if p:
                 found.setdefault(p, None)
 
@@ -174,7 +189,7 @@ async def collect(sources: Iterable[str], client: httpx.AsyncClient) -> list[str
         return r.text
 
     async def scan_page(url: str) -> None:
-        add(urls_in_html(await fetch_text(url)), url)
+        add(urls_in_html(await fetch_text(url), path), url)
 
     async def scan_sitemap(text: str, depth: int = 0) -> None:
         for loc in page_links(text):
@@ -190,17 +205,17 @@ async def collect(sources: Iterable[str], client: httpx.AsyncClient) -> list[str
             else:
                 await scan_page(source)
             continue
-        path = Path(source)
-        if path.is_dir():
-            for f in sorted(path.rglob("*")):
+        local = Path(source)
+        if local.is_dir():
+            for f in sorted(local.rglob("*")):
                 if f.suffix == ".html" and f.is_file():
-                    add(urls_in_html(f.read_text(errors="replace")))
+                    add(urls_in_html(f.read_text(errors="replace"), path))
                 elif f.suffix == ".txt" and f.is_file():
-                    add(urls_in_text(f.read_text(errors="replace")))
-        elif path.is_file() and path.suffix == ".xml":
-            await scan_sitemap(path.read_text(errors="replace"))
-        elif path.is_file():
-            add(urls_in_html(path.read_text(errors="replace")))
+                    add(urls_in_text(f.read_text(errors="replace"), path))
+        elif local.is_file() and local.suffix == ".xml":
+            await scan_sitemap(local.read_text(errors="replace"))
+        elif local.is_file():
+            add(urls_in_html(local.read_text(errors="replace"), path))
         else:
             raise WarmError(f"{source}: not a folder, a file or an http(s) URL")
     return list(found)
@@ -299,7 +314,7 @@ async def warm(sources: list[str], *, settings: Any, server: str | None, formats
     and it answers with what it negotiates;
     in this process the defaults are the config, as for ``serve``."""
     async with httpx.AsyncClient(timeout=60) as fetcher:
-        paths = await collect(sources, fetcher)
+        paths = await collect(sources, fetcher, settings.images.path if config_given or not server else DEFAULT_PATH)
     fmts = formats_for(settings.images.formats if config_given or not server else FORMATS, formats)
     variants = [Variant(p, f) for p in paths for f in fmts]
     if not paths:  # a wrong folder or build, or a site whose images do not go through /_next/image

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 
+import httpx
 import pytest
 
 from imgopt.cli import build_parser, resolve_options, settings_from
@@ -34,7 +36,7 @@ def test_wrapped_and_bare_objects():
 
 def test_next_keys_for_the_site_are_accepted():
     c = parse_images_config({"loader": "custom", "loaderFile": "./l.js", "path": "/x", "unoptimized": False})
-    assert c == ImagesConfig(loader="custom")
+    assert c == ImagesConfig(loader="custom", path="/x")
     assert c.optimizer_off is None  # a custom loader (imgopt's own) is served
 
 
@@ -173,3 +175,48 @@ def test_every_flag_and_images_key_is_documented() -> None:
                 "maximumResponseBody", "maximumRedirects", "dangerouslyAllowLocalIP", "maximumDiskCacheSize",
                 "basePath", "trailingSlash", "unoptimized", "loader"):
         assert f"`{key}`" in doc, key
+
+
+@pytest.mark.parametrize("raw,path", [
+    ("/_next/image", "/_next/image"), ("/shop/_next/image/", "/shop/_next/image"),
+    ("https://img.example.com/optimize", "/optimize"), ("https://img.example.com/optimize/", "/optimize"),
+    ("http://img.example.com:8080", "/"), ("https://img.example.com/", "/"), ("//img.example.com/o", "/o"),
+    ("/a/../img", "/img"), ("/img?x=1", "/img"),
+])
+def test_images_path_is_the_pathname_the_default_loader_sends_to(raw, path):
+    assert parse_images_config({"path": raw}).path == path
+
+
+@pytest.mark.parametrize("raw,message", [
+    (42, "images.path: expected a string"),
+    ("img", "images.path: expected a path starting with / or an http(s) URL"),
+    ("ftp://x/img", "images.path: expected a path starting with / or an http(s) URL"),
+    ("/healthz", "images.path: /healthz is imgopt's own route"),
+    ("https://img.example.com/metrics/", "images.path: /metrics is imgopt's own route"),
+])
+def test_a_bad_images_path_is_a_config_error(raw, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_images_config({"path": raw})
+
+
+def test_imgopt_answers_at_images_path(tmp_path, corpus, make_server):
+    """A site can point Next's default loader at imgopt with images.path (no proxy rule, no
+    loader file): imgopt answers there as at /_next/image, counted as that route."""
+    srv = make_server({"path": "https://img.example.com/optimize"}, "--local-root", str(corpus))
+    q = {"url": "/test.jpg", "w": 640, "q": 75}
+    for path in ("/optimize", "/_next/image"):
+        r = httpx.get(srv.url + path, params=q, headers={"Accept": "image/webp"}, timeout=30)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/webp", (path, r.text)
+    r = httpx.get(srv.url + "/optimize/", params=q, timeout=30)  # no trailingSlash: Next's 308
+    assert r.status_code == 308 and r.headers["location"].startswith("/optimize?url=")
+    metrics = httpx.get(srv.url + "/metrics", timeout=30).text
+    assert 'imgopt_http_requests_total{route="/_next/image",status="200"} 2.0' in metrics
+    assert 'route="other"' not in metrics
+    slashed = make_server({"path": "https://img.example.com/optimize", "trailingSlash": True}, "--local-root", str(corpus))
+    assert httpx.get(slashed.url + "/optimize/", params=q, timeout=30).status_code == 200
+    root = make_server({"path": "https://img.example.com"}, "--local-root", str(corpus))
+    assert httpx.get(root.url + "/", params=q, timeout=30).status_code == 200
+    assert httpx.get(root.url + "/healthz", timeout=30).status_code == 200
+    # with a custom loader or the optimizer off, images.path names something else: not served
+    other = make_server({"path": "/optimize", "loader": "custom"}, "--local-root", str(corpus))
+    assert httpx.get(other.url + "/optimize", params=q, timeout=30).status_code == 404

@@ -12,6 +12,9 @@ shape of the matrix
   (under the basePath); imgopt reads local images from ``--local-root out``.
 * **dropin**: ``next start`` with Next's default loader, behind nginx configured with the
   recipe in docs/nextjs.md, run as it is written there (only the ports change).
+* **path** (Turbopack, basePath): ``next start`` with no proxy and Next's default loader sent
+  to imgopt's own address by ``images.path`` (``http://127.0.0.1:PORT/optimize``); imgopt reads
+  local images from the Next server (``--origin``).
 * **standalone** (Turbopack, basePath): ``output: 'standalone'``, its folder copied away with
   ``public/`` and ``static/`` as Next's docs say and run by ``node server.js``, behind the same
   nginx; imgopt reads only the build (``--next-config`` the standalone folder), not the source.
@@ -89,7 +92,7 @@ VIEWPORTS = {"375@1": (375, 800, 1), "375@2": (375, 800, 2), "1440@1": (1440, 90
 
 @dataclass(frozen=True)
 class Shape:
-    mode: str      # "export" | "dropin" | "standalone"
+    mode: str      # "export" | "dropin" | "path" | "standalone"
     bundler: str   # "turbopack" | "webpack"
     base_path: str  # "" | "/shop"
 
@@ -99,6 +102,8 @@ class Shape:
 
 
 SHAPES = [Shape(m, b, bp) for m in ("export", "dropin") for b in ("turbopack", "webpack") for bp in ("", BASE_PATH)]
+# `next start` with no proxy, Next's default loader pointed at imgopt's own URL by images.path
+SHAPES.append(Shape("path", "turbopack", BASE_PATH))
 # `output: 'standalone'` behind the same nginx, imgopt reading only the build's resolved config
 SHAPES.append(Shape("standalone", "turbopack", BASE_PATH))
 
@@ -411,6 +416,40 @@ def start_dropin(shape: Shape, remote: Origin, tmp: Path) -> Stack:
                         ["--next-config", str(SITE / "next.config.js")], env, next_images, build_s)
 
 
+def start_images_path(shape: Shape, remote: Origin, tmp: Path) -> Stack:
+    """`next start` with Next's default loader and `images.path` set to imgopt's own URL (the
+    docs' set-up without a proxy): the browser asks imgopt at /optimize, imgopt reads local
+    images from the Next server."""
+    env = shape_env(shape, remote)
+    next_port = free_port()
+    # The port is chosen before the build: images.path is baked into the pages.
+    imgopt = ImgoptServer(tmp / "imgopt", None, "--next-config", str(SITE / "next.config.js"),
+                          "--origin", f"http://127.0.0.1:{next_port}", *IMGOPT_ARGS)
+    env["IMGOPT_E2E_IMAGES_PATH"] = imgopt.url + "/optimize"
+    imgopt.env.update(env)  # imgopt evaluates the same next.config.js, so it sees the same path
+    dist = SITE / env["IMGOPT_E2E_DIST"]
+    shutil.rmtree(dist, ignore_errors=True)
+    build_s = next_build(shape, env)
+    next_images = dist / "cache" / "images"
+    shutil.rmtree(next_images, ignore_errors=True)
+    server = [need("node", "Node.js"), str(NEXT_BIN), "start", "-H", "127.0.0.1", "-p", str(next_port)]
+    nxt = Proc(server, ARTIFACTS / f"next-start-{shape.id}.log", cwd=SITE, env=node_env(**env))
+    try:
+        nxt.wait_http(f"http://127.0.0.1:{next_port}{shape.base_path}/")
+        imgopt.start()
+    except BaseException:
+        nxt.stop()
+        raise
+
+    def stop() -> None:
+        imgopt.stop()
+        nxt.stop()
+
+    site = f"http://127.0.0.1:{next_port}"
+    return Stack(shape, site + shape.base_path, site, imgopt.url + "/optimize", imgopt, remote, stop,
+                 {"next_images": next_images, "build_s": build_s, "seen": set()})
+
+
 def start_standalone(shape: Shape, remote: Origin, tmp: Path) -> Stack:
     """`output: 'standalone'` deployed as Next's docs say: the standalone folder on its own, with
     public/ and the distDir's static/ copied in, run by `node server.js`. imgopt gets nothing of
@@ -486,7 +525,8 @@ class Stacks:
         self.close()
         if shape in self.failed:
             pytest.fail(f"{shape.id} could not be started: {self.failed[shape]}", pytrace=False)
-        start = {"export": start_export, "dropin": start_dropin, "standalone": start_standalone}[shape.mode]
+        start = {"export": start_export, "dropin": start_dropin, "path": start_images_path,
+                 "standalone": start_standalone}[shape.mode]
         try:
             self.current = start(shape, self.remote, self.tmp.mktemp(f"e2e-{shape.id}"))
         except BaseException as e:  # noqa: BLE001 - remembered, so the shape's other cases fail fast

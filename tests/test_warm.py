@@ -118,6 +118,26 @@ def test_a_trailing_slash_site_is_warmed_at_its_own_urls(site: Path, originals: 
     assert_every_browser_hits(srv.url, slashed)
 
 
+def test_a_site_whose_images_path_is_imgopt_is_warmed_at_that_path(site: Path, originals: Path, make_server: Any) -> None:
+    # images.path: 'https://img.example.com/optimize' points Next's default loader at imgopt
+    custom = {p.replace("/_next/image?", "/optimize?") for p in EXPECTED}
+    for page in site.rglob("*.*"):
+        page.write_text(page.read_text().replace("/_next/image?", "https://img.example.com/optimize?"))
+    html = page_html().replace("/_next/image?", "https://img.example.com/optimize?")
+    assert {warm.image_path(u, "/optimize") for u in warm.urls_in_html(html, "/optimize")} - {None} == (
+        custom - {img("/txt.jpg", 384).replace("/_next/image?", "/optimize?")})
+    assert not {warm.image_path(u) for u in warm.urls_in_html(html)} - {None}  # not without the config's path
+    config = {**IMAGES, "path": "https://img.example.com/optimize"}
+    srv = make_server(config, "--local-root", str(originals))
+    cfg = site.parent / "custom-path.json"
+    cfg.write_text(json.dumps(config))
+    r = subprocess.run([sys.executable, "-m", "imgopt", "warm", str(site), "--server", srv.url, "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{len(EXPECTED) * 2} variants, {len(EXPECTED) * 2} ok ({len(EXPECTED) * 2} MISS)" in r.stdout
+    assert_every_browser_hits(srv.url, custom)
+
+
 def test_in_process_warm_fills_the_cache_a_server_then_serves_as_hits(site: Path, originals: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     r = run_warm(str(site), "--local-root", str(originals), "--cache-dir", str(cache), tmp=tmp_path)

@@ -6,6 +6,8 @@
 //   IMGOPT_E2E_MODE=dropin   `next start` with Next's default loader; a proxy in front sends
 //                            {basePath}/_next/image to imgopt instead of Next.
 //   IMGOPT_E2E_MODE=standalone  the same with `output: 'standalone'` (`node server.js`).
+//   IMGOPT_E2E_MODE=path     `next start` with Next's default loader pointed at imgopt by
+//                            images.path = IMGOPT_E2E_IMAGES_PATH (imgopt's URL); no proxy.
 //   IMGOPT_E2E_BASE_PATH     '' (default) or a basePath such as '/shop'.
 //   IMGOPT_E2E_DIST          the build folder (default .next), so that shapes can be built
 //                            one after another without overwriting each other.
@@ -21,8 +23,12 @@
 const path = require('node:path')
 
 const mode = process.env.IMGOPT_E2E_MODE || 'dropin'
-if (!['export', 'dropin', 'standalone'].includes(mode)) {
-  throw new Error(`IMGOPT_E2E_MODE must be "export", "dropin" or "standalone", got "${mode}"`)
+if (!['export', 'dropin', 'standalone', 'path'].includes(mode)) {
+  throw new Error(`IMGOPT_E2E_MODE must be "export", "dropin", "standalone" or "path", got "${mode}"`)
+}
+const imagesPath = process.env.IMGOPT_E2E_IMAGES_PATH
+if (mode === 'path' && !imagesPath) {
+  throw new Error('IMGOPT_E2E_MODE=path needs IMGOPT_E2E_IMAGES_PATH (imgopt\'s URL)')
 }
 const basePath = process.env.IMGOPT_E2E_BASE_PATH || ''
 const remoteOrigin = process.env.IMGOPT_E2E_REMOTE_ORIGIN || 'http://127.0.0.1:4000'
@@ -47,7 +53,9 @@ const nextConfig = {
   images:
     mode === 'export'
       ? { ...images, loader: 'custom', loaderFile: '../../../loader/index.js' }
-      : images,
+      : mode === 'path'
+        ? { ...images, path: imagesPath }
+        : images,
   ...(mode === 'export' ? { output: 'export' } : mode === 'standalone' ? { output: 'standalone' } : {}),
   env: { IMGOPT_E2E_REMOTE_ORIGIN: remoteOrigin, IMGOPT_E2E_BASE_PATH: basePath },
 }
