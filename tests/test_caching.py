@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import sqlite3
+import threading
 import time
 
 import httpx
@@ -51,10 +52,21 @@ def test_concurrent_misses_share_one_fetch(make_server, origin):
 
 
 def expire_then_two_parallel_stale(srv, url: str, ttl: float, first: httpx.Response) -> None:
-    """Wait out the TTL, then two parallel requests: both STALE, both the old bytes."""
+    """Wait out the TTL, then two parallel requests: both STALE, both the old bytes.
+
+    Each comes on a connection opened beforehand and is sent when both threads are ready, so
+    the two arrive together however slowly the machine starts a thread or a connection."""
     time.sleep(ttl + 0.2)
+    ready = threading.Barrier(2)
+
+    def ask(_: int) -> httpx.Response:
+        with httpx.Client(base_url=srv.url, timeout=30) as c:
+            assert c.get("/healthz").status_code == 200  # connected
+            ready.wait(timeout=30)
+            return c.get("/_next/image", params={"url": url, "w": W, "q": Q}, headers={"Accept": "image/png"})
+
     with concurrent.futures.ThreadPoolExecutor(2) as ex:
-        stale = list(ex.map(lambda _: srv.get(url, W, Q, accept="image/png"), range(2)))
+        stale = list(ex.map(ask, range(2)))
     assert [r.headers["x-nextjs-cache"] for r in stale] == ["STALE", "STALE"]
     assert all(r.content == first.content for r in stale)
 

@@ -310,17 +310,19 @@ def test_fetch_deadline_gives_the_place_back(lim, origin, client):
     origin.reset_counters()
     with concurrent.futures.ThreadPoolExecutor(2) as ex:
         futs = [ex.submit(get, client, lim, f"{origin.base_url}/hang?n={i}") for i in range(2)]
-        deadline = time.monotonic() + 5
-        while origin.hits["/hang"] < 2 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 30
+        while origin.hits["/hang"] < 2:
+            assert time.monotonic() < deadline, "the two requests never reached the origin"
             time.sleep(0.02)
-        busy, took_busy = get(client, lim, f"{origin.base_url}/test.png?busy")
+        busy, _ = get(client, lim, f"{origin.base_url}/test.png?busy")
+        refused_while_held = not any(f.done() for f in futs)  # refused at once, not after the deadline
         results = [f.result() for f in futs]
-    assert busy.status_code == 503 and busy.headers["retry-after"] == "1" and took_busy < 1.0
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "1" and refused_while_held
     for r, took in results:
         assert r.status_code == 504 and r.text == UPSTREAM_TIMEOUT
-        assert 1.3 < took < 3.0
-    r, took = get(client, lim, f"{origin.base_url}/test.png?after-hang")
-    assert r.status_code == 200 and took < 1.5
+        assert took > 1.3  # held until the fetch deadline
+    r, _ = get(client, lim, f"{origin.base_url}/test.png?after-hang")
+    assert r.status_code == 200  # both places were given back
 
 
 def test_infinite_body_stops_at_the_size_limit(small_limit, origin, client):

@@ -226,8 +226,9 @@ def test_sigterm_with_a_stuck_upstream_is_bounded(tmp_path, origin):
     with httpx.Client(timeout=30) as c, concurrent.futures.ThreadPoolExecutor(1) as ex:
         before = origin.hits["/hang"]
         fut = ex.submit(image_get, c, srv, f"{origin.base_url}/hang?sigterm")
-        deadline = time.monotonic() + 5
-        while origin.hits["/hang"] == before and time.monotonic() < deadline:
+        deadline = time.monotonic() + 30
+        while origin.hits["/hang"] == before:
+            assert time.monotonic() < deadline, "the request never reached the origin"
             time.sleep(0.02)
         t_term = time.monotonic()
         srv.proc.send_signal(signal.SIGTERM)
@@ -244,7 +245,9 @@ def test_sigterm_lets_a_background_refresh_land(tmp_path, origin):
     Image.new("RGB", (32, 32), (250, 0, 0)).save(buf, "PNG")
     origin.add_file("/term-refresh.png", buf.getvalue())
     images = {**ALLOW_ORIGIN, "minimumCacheTTL": 1}
-    url = f"{origin.base_url}/term-refresh.png?delay=800"
+    # The refresh (0.15 s after the STALE answer, then 0.4 s at the origin) is still running at
+    # SIGTERM, and well within the 1 s that shutdown gives work in flight.
+    url = f"{origin.base_url}/term-refresh.png?delay=400"
     srv = ImgoptServer(tmp_path / "refresh", images).start()
     assert srv.proc is not None
     with httpx.Client(timeout=30) as c:
@@ -253,8 +256,8 @@ def test_sigterm_lets_a_background_refresh_land(tmp_path, origin):
         buf = io.BytesIO()
         Image.new("RGB", (32, 32), (0, 0, 250)).save(buf, "PNG")
         origin.add_file("/term-refresh.png", buf.getvalue())
-        r, took = image_get(c, srv, url, 640)
-        assert r.headers["x-nextjs-cache"] == "STALE" and took < 0.7  # answered before the refresh
+        r, _ = image_get(c, srv, url, 640)
+        assert r.headers["x-nextjs-cache"] == "STALE"  # answered from the old entry; the refresh runs on
         srv.proc.send_signal(signal.SIGTERM)
         assert srv.proc.wait(20) == 0
         srv.log.close()
