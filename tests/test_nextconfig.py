@@ -435,6 +435,7 @@ def test_a_standalone_folder_is_read_from_its_built_config_without_node(tmp_path
     assert got == {**images, "basePath": "/shop", "trailingSlash": True, "assetPrefix": "https://cdn.example.com"}
     parsed = parse_images_config(got)
     assert parsed.base_path == "/shop" and parsed.trailing_slash is True and parsed.qualities == (10, 90)
+    assert parsed.path == "/shop/_next/image"  # the resolved default: {basePath}/_next/image, no other route
     assert len(parsed.remote_patterns) == 1 and parsed.local_patterns is not None and len(parsed.local_patterns) == 3
     # the distDir itself, and the file itself, work too
     assert load_next_config(tmp_path / "standalone/.next", node="/nonexistent/node") == got
