@@ -161,6 +161,11 @@ def client() -> Iterator[httpx.Client]:
         yield c
 
 
+# Seconds after which an answer counts as a hang: the 7 s transform deadline, the worker kill
+# 1 s past it, and room for a busy machine (a real hang never ends at all).
+HANG = 12.0
+
+
 def _get(client: httpx.Client, srv: ImgoptServer, url: str, w: int, accept: str) -> tuple[httpx.Response, float]:
     t0 = time.monotonic()
     r = client.get(srv.url + "/_next/image", params={"url": url, "w": str(w), "q": "75"}, headers={"Accept": accept})
@@ -188,7 +193,7 @@ def test_corpus_never_5xx(server_d, svg_server, corpus, client, capsys):
             for accept in accepts:
                 r, took = _get(client, srv, "/" + name, 384, accept)
                 outcomes[assert_sane_answer(r, original, name)] += 1
-                assert took < 7.5, (name, took)
+                assert took < HANG, (name, took)
     assert len(names) >= 50
     assert outcomes["optimized"] and outcomes["original"] and outcomes["400"]
     with capsys.disabled():
@@ -204,7 +209,7 @@ def test_hostile_extras_never_5xx(make_server, hostile_root, client, capsys):
         for accept in ACCEPTS:
             r, took = _get(client, srv, "/" + path.name, 256, accept)
             outcomes[assert_sane_answer(r, original, path.name)] += 1
-            assert took < 7.5, (path.name, took)
+            assert took < HANG, (path.name, took)
         assert srv.proc is not None and srv.proc.poll() is None, f"server died on {path.name}"
         peak.append(int(Path(f"/proc/{srv.proc.pid}/status").read_text().split("VmHWM:")[1].split()[0]))
     assert max(peak) < 300_000, f"peak RSS {max(peak)} kB"  # the 300 MB chunk bombs never inflate
@@ -381,7 +386,7 @@ def check_process(data: bytes, negotiated: str, width: int) -> str:
         outcome = res.kind
     # The deadline is checked as libvips finishes pieces of work; on that 151 Mpx canvas one
     # piece is large (premultiply + a 294,915x shrink), so the stop can come ~1 s late.
-    assert time.monotonic() - t0 < 9.0
+    assert time.monotonic() - t0 < HANG
     return outcome
 
 
