@@ -259,9 +259,10 @@ def create_app(settings: Settings) -> Starlette:
         for path, endpoint, label in (("/_next/image", image, "/_next/image"), ("/_next/image/", slashed, "/_next/image"),
                                       ("/_next/image/placeholder", placeholder, "/_next/image/placeholder"))
     ]
-    # images.path elsewhere (the site's default loader pointed at imgopt's own URL): there too
+    # images.path elsewhere (Next's default loader, or imgopt's, pointed at imgopt's own URL):
+    # there too (answering 404 like the others when the optimizer is off)
     custom = settings.images.path
-    if settings.images.loader == "default" and custom not in {f"{p}/_next/image" for p in prefixes}:
+    if custom not in {f"{p}/_next/image" for p in prefixes}:
         paths.append((custom, image, "/_next/image"))
         if custom != "/":
             paths.append((f"{custom}/", slashed, "/_next/image"))
