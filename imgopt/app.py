@@ -6,7 +6,7 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -261,7 +261,7 @@ def create_app(settings: Settings) -> Starlette:
     ]
     # images.path elsewhere (Next's default loader, or imgopt's, pointed at imgopt's own URL):
     # there too (answering 404 like the others when the optimizer is off)
-    custom = settings.images.path
+    custom = unquote(settings.images.path)  # routes match the decoded path
     if custom not in {f"{p}/_next/image" for p in prefixes}:
         paths.append((custom, image, "/_next/image"))
         if custom != "/":

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from .extensions import AnimatedLimits, AutoQuality, parse_animated, parse_auto_quality
 from .objectstorage import BucketURL
@@ -73,7 +74,7 @@ class ImagesConfig:
     # next.config's trailingSlash (likewise): without it /_next/image/ is a 308 to /_next/image
     trailing_slash: bool = False
     # images.path: where Next's default loader sends image requests (the pathname of an absolute
-    # URL, without a trailing slash; "/" for a host's root). imgopt also answers there, so the
+    # URL as the browser sends it, percent-encoded, without a trailing slash; "/" for a host's root). imgopt also answers there, so the
     # loader can point at imgopt itself: path: 'https://img.example.com/optimize'.
     path: str = "/_next/image"
     # next.config's assetPrefix when it is a path ("/cdn"): static imports are then
@@ -284,6 +285,8 @@ def _image_path(raw: Any) -> str:
     except ValueError:
         raise ConfigError(f"images.path: expected a path starting with / or an http(s) URL, got {json.dumps(raw)}") from None
     pathname = pathname.rstrip("/") or "/"
+    if "{" in unquote(pathname) or "}" in unquote(pathname):  # route parameters to the router
+        raise ConfigError(f"images.path: braces are not supported, got {json.dumps(raw)}")
     if pathname in RESERVED_PATHS:
         raise ConfigError(f"images.path: {pathname} is imgopt's own route; choose another path")
     return pathname

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
 
@@ -57,7 +57,8 @@ DEFAULT_PATH = "/_next/image"
 def _custom_in_text(path: str) -> re.Pattern[str]:
     """Image URLs at a custom ``images.path`` inside text (a query that starts with url=, as the
     default loader writes it)."""
-    return re.compile(r"""(?:https?://[^\s"'<>\\,/]+)?""" + re.escape(path.rstrip("/")) + r"""/?\?url=[^\s"'<>\\,]+""")
+    spellings = "|".join(re.escape(p.rstrip("/")) for p in dict.fromkeys((path, unquote(path))))  # as written or encoded
+    return re.compile(r"""(?:https?://[^\s"'<>\\,/]+)?(?:""" + spellings + r""")/?\?url=[^\s"'<>\\,]+""")
 
 
 @dataclass(frozen=True)
@@ -107,10 +108,14 @@ def image_path(url: str, path: str = DEFAULT_PATH) -> str | None:
     parts = urlsplit(url)
     if not parts.query:
         return None
-    at_custom = path != DEFAULT_PATH and (parts.path.rstrip("/") or "/") == path and parts.query.startswith("url=")
-    if not at_custom and not parts.path.endswith(("/_next/image", "/_next/image/")):
+    at_custom = (path != DEFAULT_PATH and parts.query.startswith("url=")
+                 and (unquote(parts.path).rstrip("/") or "/") == unquote(path))
+    if at_custom:  # one spelling (encoded, as the browser sends it), the trailing slash kept
+        slash = "/" if path != "/" and parts.path.endswith("/") else ""
+        return f"{path}{slash}?{parts.query}"
+    if not parts.path.endswith(("/_next/image", "/_next/image/")):
         return None
-    return f"{parts.path or '/'}?{parts.query}"
+    return f"{parts.path}?{parts.query}"
 
 
 def _srcset_urls(srcset: str) -> list[str]:

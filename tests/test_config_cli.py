@@ -7,9 +7,13 @@ import json
 import re
 import subprocess
 import sys
+from urllib.parse import unquote
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from starlette.routing import compile_path
 
 from imgopt.cli import build_parser, resolve_options, settings_from
 from imgopt.config import ConfigError, ImagesConfig, parse_images_config
@@ -181,7 +185,7 @@ def test_every_flag_and_images_key_is_documented() -> None:
     ("/_next/image", "/_next/image"), ("/shop/_next/image/", "/shop/_next/image"),
     ("https://img.example.com/optimize", "/optimize"), ("https://img.example.com/optimize/", "/optimize"),
     ("http://img.example.com:8080", "/"), ("https://img.example.com/", "/"), ("//img.example.com/o", "/o"),
-    ("/a/../img", "/img"), ("/img?x=1", "/img"),
+    ("/a/../img", "/img"), ("/img?x=1", "/img"), ("/bilder/größe", "/bilder/gr%C3%B6%C3%9Fe"),
 ])
 def test_images_path_is_the_pathname_the_default_loader_sends_to(raw, path):
     assert parse_images_config({"path": raw}).path == path
@@ -193,6 +197,7 @@ def test_images_path_is_the_pathname_the_default_loader_sends_to(raw, path):
     ("ftp://x/img", "images.path: expected a path starting with / or an http(s) URL"),
     ("/healthz", "images.path: /healthz is imgopt's own route"),
     ("https://img.example.com/metrics/", "images.path: /metrics is imgopt's own route"),
+    ("/img/{w:int}", "images.path: braces are not supported"),
 ])
 def test_a_bad_images_path_is_a_config_error(raw, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -214,6 +219,9 @@ def test_imgopt_answers_at_images_path(tmp_path, corpus, make_server):
     assert 'route="other"' not in metrics
     slashed = make_server({"path": "https://img.example.com/optimize", "trailingSlash": True}, "--local-root", str(corpus))
     assert httpx.get(slashed.url + "/optimize/", params=q, timeout=30).status_code == 200
+    # a path with letters a URL encodes: the browser sends it encoded, the route matches it
+    umlaut = make_server({"path": "https://img.example.com/bilder/größe"}, "--local-root", str(corpus))
+    assert httpx.get(umlaut.url + "/bilder/gr%C3%B6%C3%9Fe", params=q, timeout=30).status_code == 200
     root = make_server({"path": "https://img.example.com"}, "--local-root", str(corpus))
     assert httpx.get(root.url + "/", params=q, timeout=30).status_code == 200
     assert httpx.get(root.url + "/healthz", timeout=30).status_code == 200
@@ -224,3 +232,18 @@ def test_imgopt_answers_at_images_path(tmp_path, corpus, make_server):
     off = make_server({"path": "https://example.imgix.net/", "loader": "imgix"}, "--local-root", str(corpus))
     assert httpx.get(off.url + "/", params=q, timeout=30).status_code == 404
     assert httpx.get(off.url + "/_next/image", params=q, timeout=30).status_code == 404
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(), st.text().map(lambda s: "/" + s), st.text().map(lambda s: "https://h/" + s),
+                 st.text().map(lambda s: "//" + s)))
+def test_any_images_path_is_a_route_or_a_config_error(raw):
+    """A pasted images.path never stops start-up with anything but a one-line ConfigError, and
+    what it gives is a path the router compiles."""
+    try:
+        path = parse_images_config({"path": raw}).path
+    except ConfigError:
+        return
+    assert path.startswith("/")
+    compile_path(unquote(path))
+    compile_path(unquote(path) + "/")

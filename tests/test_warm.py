@@ -138,6 +138,16 @@ def test_a_site_whose_images_path_is_imgopt_is_warmed_at_that_path(site: Path, o
     assert_every_browser_hits(srv.url, custom)
 
 
+def test_an_images_path_written_raw_or_encoded_is_one_url() -> None:
+    # Next writes images.path as configured (raw letters); the browser sends it encoded
+    path = "/bilder/gr%C3%B6%C3%9Fe"  # what the config gives for 'https://img.example.com/bilder/größe'
+    html = ('<img srcset="https://img.example.com/bilder/größe?url=%2Fa.jpg&amp;w=640&amp;q=75 640w">'
+            '<script>self.__next_f.push([1,"https://img.example.com/bilder/gr%C3%B6%C3%9Fe?url=%2Fa.jpg'
+            '\\u0026w=640\\u0026q=75"])</script>')
+    assert {warm.image_path(u, path) for u in warm.urls_in_html(html, path)} - {None} == {
+        "/bilder/gr%C3%B6%C3%9Fe?url=%2Fa.jpg&w=640&q=75"}
+
+
 def test_in_process_warm_fills_the_cache_a_server_then_serves_as_hits(site: Path, originals: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     r = run_warm(str(site), "--local-root", str(originals), "--cache-dir", str(cache), tmp=tmp_path)
