@@ -230,6 +230,11 @@ def settings_from(values: dict[str, Any]) -> Settings:
     else:
         images = ImagesConfig()
     kw: dict[str, Any] = {"images": images}
+    # the site's own limits (next.config's experimental.imgOpt*), unless given here
+    if images.max_input_pixels is not None:
+        kw["max_input_pixels"] = images.max_input_pixels
+    if images.transform_timeout is not None:
+        kw["transform_timeout"] = images.transform_timeout
     for key in ("host", "port", "origin", "workers", "queue", "fetch_timeout", "transform_timeout", "max_input_pixels",
                 "metrics_port", "fast_first", "isolation", "worker_max_jobs", "worker_max_rss"):
         if key in values:

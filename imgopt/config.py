@@ -81,6 +81,10 @@ class ImagesConfig:
     # {assetPrefix}/_next/static/media/..., which a folder or bucket source finds under _next/
     # (an http(s) assetPrefix is a remote pattern instead)
     asset_prefix: str = ""
+    # next.config's experimental.imgOptMaxInputPixels and imgOptTimeoutInSeconds (carried the same
+    # way): the defaults of --max-input-pixels and --transform-timeout when those are not given
+    max_input_pixels: int | None = None
+    transform_timeout: float | None = None
     # imgopt extensions, not Next.js options (imgopt/extensions.py, docs/extras.md)
     auto_quality: AutoQuality | None = None
     animated: AnimatedLimits | None = None
@@ -202,6 +206,13 @@ def parse_images_config(obj: Any) -> ImagesConfig:
         kw["base_path"] = bp
     if "path" in obj:
         kw["path"] = _image_path(obj["path"])
+    if "imgOptMaxInputPixels" in obj:
+        kw["max_input_pixels"] = _int(obj["imgOptMaxInputPixels"], "imgOptMaxInputPixels", 1)
+    if "imgOptTimeoutInSeconds" in obj:
+        t = obj["imgOptTimeoutInSeconds"]
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t <= 3600:
+            raise ConfigError(f"images.imgOptTimeoutInSeconds: expected a number of seconds (0-3600), got {json.dumps(t)}")
+        kw["transform_timeout"] = float(t)
     if "trailingSlash" in obj:
         if not isinstance(obj["trailingSlash"], bool):
             raise ConfigError("images.trailingSlash: expected a boolean")
@@ -307,7 +318,8 @@ _KNOWN_KEYS = {
     "localPatterns", "domains", "dangerouslyAllowSVG", "contentSecurityPolicy",
     "contentDispositionType", "maximumResponseBody", "maximumRedirects", "dangerouslyAllowLocalIP",
     "maximumDiskCacheSize", "loader", "unoptimized", "basePath", "trailingSlash", "assetPrefix",
-    "path", "autoQuality", "animated",  # the last two: imgopt extensions
+    "path", "imgOptMaxInputPixels", "imgOptTimeoutInSeconds",  # from next.config's experimental
+    "autoQuality", "animated",  # imgopt extensions
 } | _IGNORED_KEYS
 
 

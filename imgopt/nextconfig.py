@@ -126,7 +126,9 @@ try {
           ? { protocol: p.protocol.replace(/:$/, ''), hostname: p.hostname, port: p.port, pathname: p.pathname, search: p.search }
           : p)
     }
-    send({ images, basePath: typeof config.basePath === 'string' ? config.basePath : '', trailingSlash: config.trailingSlash === true, assetPrefix: config.assetPrefix ?? '' }, 0)
+    const ex = config.experimental && typeof config.experimental === 'object' ? config.experimental : {}
+    const experimental = Object.fromEntries(['imgOptMaxInputPixels', 'imgOptTimeoutInSeconds'].filter((k) => k in ex).map((k) => [k, ex[k]]))
+    send({ images, basePath: typeof config.basePath === 'string' ? config.basePath : '', trailingSlash: config.trailingSlash === true, assetPrefix: config.assetPrefix ?? '', experimental }, 0)
   }
 } catch (err) {
   const name = (err && err.name) || 'Error'
@@ -156,6 +158,11 @@ def find_config_file(path: str | os.PathLike[str]) -> Path:
     if not p.is_file():
         raise ConfigError(f"--next-config {path}: no such file")
     return p.resolve()
+
+
+# next.config's `experimental` options of the image optimizer that imgopt honours (carried with
+# `images`, like basePath): the pixel limit and the transform's timeout
+EXPERIMENTAL_KEYS = ("imgOptMaxInputPixels", "imgOptTimeoutInSeconds")
 
 
 def _built_config(file: Path, shown: str) -> dict[str, Any]:
@@ -195,8 +202,8 @@ def _ts_flags(shown: str, version: tuple[int, int, int]) -> list[str]:
 def load_next_config(path: str | os.PathLike[str], *, node: str | None = None,
                      timeout: float = 60.0) -> dict[str, Any]:
     """The ``images`` object of the Next.js config at ``path`` (a file or a project folder),
-    with the config's ``basePath``, ``trailingSlash: true`` and ``assetPrefix`` added to it when
-    it has them. A config without ``images`` gives ``{}`` (Next's defaults).
+    with the config's ``basePath``, ``trailingSlash: true``, ``assetPrefix`` and
+    ``experimental.imgOptMaxInputPixels`` / ``imgOptTimeoutInSeconds`` added to it when it has them. A config without ``images`` gives ``{}`` (Next's defaults).
 
     Runs ``node`` (found on PATH unless given). Raises ConfigError when node is missing, the
     config cannot be loaded, or its ``images`` is not an object.
@@ -216,6 +223,10 @@ def load_next_config(path: str | os.PathLike[str], *, node: str | None = None,
         images = {**images, "trailingSlash": True}  # likewise (Next's own check is `=== true`)
     if answer.get("assetPrefix") not in (None, "") and "assetPrefix" not in images:
         images = {**images, "assetPrefix": answer["assetPrefix"]}  # likewise (an http(s) one is a remote pattern)
+    experimental = answer.get("experimental")
+    for key in EXPERIMENTAL_KEYS:  # Next's limits of its optimizer: imgopt's defaults for the same
+        if isinstance(experimental, dict) and experimental.get(key) is not None and key not in images:
+            images = {**images, key: experimental[key]}
     return images
 
 

@@ -402,6 +402,33 @@ def test_a_path_asset_prefix_is_normalised_as_next_does(prefix, path):
     assert parse_images_config({"assetPrefix": prefix}).asset_prefix == path
 
 
+def test_the_sites_optimizer_limits_are_imgopts_defaults(tmp_path, corpus, make_server):
+    """next.config's experimental.imgOptMaxInputPixels and imgOptTimeoutInSeconds set the pixel
+    limit and the transform timeout, as they do for Next's optimizer; a flag still wins."""
+    cfg = write(tmp_path / "site/next.config.js", """
+        module.exports = { experimental: { imgOptMaxInputPixels: 1000, imgOptTimeoutInSeconds: 20 }, images: {} }
+    """)
+    assert load_next_config(cfg) == {"imgOptMaxInputPixels": 1000, "imgOptTimeoutInSeconds": 20}
+    s = _settings(["--next-config", str(cfg)])
+    assert s.max_input_pixels == 1000 and s.transform_timeout == 20.0
+    s = _settings(["--next-config", str(cfg), "--max-input-pixels", "5000", "--transform-timeout", "3"])
+    assert s.max_input_pixels == 5000 and s.transform_timeout == 3.0
+    assert _settings([]).max_input_pixels == 268_402_689 and _settings([]).transform_timeout == 7.0
+    # a build carries them in its resolved config (there always: Next's defaults)
+    built = built_config(tmp_path / "built/.next", images={}, experimental={"imgOptMaxInputPixels": 2000,
+                                                                            "imgOptTimeoutInSeconds": 7})
+    assert _settings(["--next-config", str(built)]).max_input_pixels == 2000
+    for bad in ("0", "'7'", "true"):
+        write(tmp_path / "site/next.config.js", f"module.exports = {{ experimental: {{ imgOptTimeoutInSeconds: {bad} }} }}")
+        with pytest.raises(ConfigError, match="images.imgOptTimeoutInSeconds: expected a number of seconds"):
+            parse_images_config(load_next_config(cfg))
+    # served: an image over the site's pixel limit is refused as over imgopt's own
+    write(tmp_path / "site/next.config.js", "module.exports = { experimental: { imgOptMaxInputPixels: 1000 } }")
+    srv = make_server(None, "--next-config", str(cfg), "--local-root", str(corpus))
+    r = srv.get("/test.jpg", 640, 75)
+    assert r.status_code == 400 and "over the limit of 1000" in r.text
+
+
 def built_config(folder: Path, **config: object) -> Path:
     """A required-server-files.json as `next build` writes it (the parts imgopt reads)."""
     body = {"version": 1, "config": {"distDir": ".next", "basePath": "", "assetPrefix": "", "trailingSlash": False,
