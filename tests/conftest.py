@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 import pytest
@@ -48,6 +48,17 @@ http {{
 {http_body}
 }}
 """
+
+
+def wait_for(predicate: Callable[[], object], what: str | Callable[[], str], timeout: float = 30.0,
+             interval: float = 0.02) -> None:
+    """Poll a state (not a guess at how long something takes) until ``predicate()`` holds; past
+    ``timeout`` seconds fail with "timed out waiting for ``what``" (a callable: evaluated then)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
+        time.sleep(interval)
 
 
 class ImgoptServer:
@@ -100,10 +111,10 @@ class ImgoptServer:
 
     def wait_for_log(self, text: str, count: int = 1, timeout: float = 60) -> None:
         """Wait until the server's log holds ``text`` ``count`` times (or more)."""
-        deadline = time.monotonic() + timeout
-        while (seen := self.log_path.read_text(errors="replace").count(text)) < count:
-            assert time.monotonic() < deadline, f"the log holds {text!r} {seen} times, expected {count}"
-            time.sleep(0.05)
+        def seen() -> int:
+            return self.log_path.read_text(errors="replace").count(text)
+
+        wait_for(lambda: seen() >= count, lambda: f"{text!r} {count} times in the log (it holds it {seen()} times)", timeout)
 
     def get(self, url: str, w: int | str | None = None, q: int | str | None = None,
             accept: str | None = "image/webp,*/*", **kw: Any) -> httpx.Response:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from conftest import PROFILE_C
+from conftest import PROFILE_C, wait_for
 
 W, Q = 399, 75
 
@@ -85,15 +85,20 @@ def test_stale_while_revalidate(make_server, origin):
     if time.monotonic() - t0 < ttl:
         assert second.headers["x-nextjs-cache"] == "HIT"
     expire_then_two_parallel_stale(srv, url, ttl, first)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        r = srv.get(url, W, Q, accept="image/png")
-        if r.headers["x-nextjs-cache"] == "HIT" and r.content != first.content:
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("refresh never landed")
+    r = wait_for_refresh(srv, url, first, timeout=10)
     assert Image.open(io.BytesIO(r.content)).convert("RGB").getpixel((0, 0)) == (0, 0, 255)
+
+
+def wait_for_refresh(srv, url: str, first: httpx.Response, timeout: float) -> httpx.Response:
+    """Ask again until the refresh a STALE answer started has landed: a HIT with new bytes."""
+    last: list[httpx.Response] = []
+
+    def refreshed() -> bool:
+        last[:] = [srv.get(url, W, Q, accept="image/png")]
+        return last[0].headers["x-nextjs-cache"] == "HIT" and last[0].content != first.content
+
+    wait_for(refreshed, lambda: f"the refresh to land (last answer {last[0].headers['x-nextjs-cache']})", timeout)
+    return last[0]
 
 
 @pytest.mark.parametrize("run", range(3))
@@ -111,13 +116,7 @@ def test_parallel_requests_on_an_expired_entry_are_all_stale(make_server, origin
     expire_then_two_parallel_stale(srv, url, ttl, first)
     # The refresh the first STALE answer started lands in the background: asked again until
     # then, the entry is STALE; once it has landed, a HIT with the new bytes.
-    deadline = time.monotonic() + 30
-    while True:
-        after = srv.get(url, W, Q, accept="image/png")
-        if after.headers["x-nextjs-cache"] == "HIT" and after.content != first.content:
-            break
-        assert time.monotonic() < deadline, f"refresh never landed: last answer {after.headers['x-nextjs-cache']}"
-        time.sleep(0.05)
+    wait_for_refresh(srv, url, first, timeout=30)
 
 
 def test_stale_kept_when_refresh_fails(make_server, origin, corpus):
@@ -212,10 +211,7 @@ def test_healthz_during_work(server_c, origin):
     with concurrent.futures.ThreadPoolExecutor(3) as ex:
         fut = ex.submit(server_c.get, f"{origin.base_url}/large.jpg?delay=1000", 1080, 100)
         # imgopt is at work once the origin has the request (it holds the answer for 1 s)
-        deadline = time.monotonic() + 30
-        while origin.hits["/large.jpg"] == before and not fut.done():
-            assert time.monotonic() < deadline, "imgopt never fetched /large.jpg"
-            time.sleep(0.01)
+        wait_for(lambda: origin.hits["/large.jpg"] != before or fut.done(), "imgopt to fetch /large.jpg")
         t0 = time.monotonic()
         assert httpx.get(server_c.url + "/healthz").status_code == 200
         assert time.monotonic() - t0 < 0.5

@@ -7,12 +7,13 @@ import io
 import signal
 import struct
 import threading
-import time
 import zlib
 from pathlib import Path
 
 import httpx
 import pytest
+
+from conftest import wait_for
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -122,15 +123,6 @@ def metric(srv, name: str, **labels: str) -> float:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 total += s.value
     return total
-
-
-def wait_for(predicate, what: str, timeout: float = 30.0) -> None:
-    """Poll a state of the server (not a guess at how long something takes)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def worker_pids(srv) -> set[int]:

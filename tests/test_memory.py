@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from cluster import sample_sum, scrape
-from conftest import PROFILE_C
+from conftest import PROFILE_C, wait_for
 from imgopt import malloc
 from imgopt.pool import WorkerPool
 
@@ -131,10 +131,8 @@ def test_server_releases_memory_after_a_transform_and_says_so(make_server, origi
     # 0.6 s (three times the 0.2 s after which idle workers release memory): time enough for a
     # second release, or one by `off`, to show.
     quiet_until = time.monotonic() + 0.6
-    deadline = time.monotonic() + 30
-    while sample_sum(scrape(srv.url), "imgopt_pool_idle_releases_total") == 0:
-        assert time.monotonic() < deadline, "the workers went idle but no memory was released"
-        time.sleep(0.05)
+    wait_for(lambda: sample_sum(scrape(srv.url), "imgopt_pool_idle_releases_total") > 0,
+             "a release of memory once the workers went idle")
     time.sleep(max(0.0, quiet_until - time.monotonic()))
     assert sample_sum(scrape(srv.url), "imgopt_pool_idle_releases_total") == 1
     assert sample_sum(scrape(off.url), "imgopt_pool_idle_releases_total") == 0

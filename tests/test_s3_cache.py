@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from cluster import Nginx, RedisServer, image, metric
-from conftest import PROFILE_C, ImgoptServer, free_port
+from conftest import PROFILE_C, ImgoptServer, free_port, wait_for
 from seaweed import SeaweedFS
 
 from imgopt import cli
@@ -90,13 +90,6 @@ def _health(base: str) -> dict[str, Any]:
     r = httpx.get(base + "/healthz", timeout=10)
     assert r.status_code == 200
     return r.json()
-
-
-def _wait(pred, what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
 
 
 # -- three replicas behind nginx ----------------------------------------------------------------
@@ -218,16 +211,16 @@ def test_store_frozen_then_back_degraded_never_a_5xx(cluster, origin, corpus):
     for t in threads:
         t.start()
     try:
-        _wait(lambda: len(results) >= 5, "load started")
+        wait_for(lambda: len(results) >= 5, "the load to start", interval=0.1)
         c.seaweed.send(signal.SIGSTOP)
         # Each replica notices, on its next store access or health check; after a few failures its
         # circuit opens (imgopt_cache_backend_up 0) and it stops waiting for the store at all.
-        _wait(lambda: all(_health(r.url)["status"] == "degraded"
-                          and metric(r.url, "imgopt_cache_backend_up", backend="s3") == 0 for r in c.replicas),
-              "replicas saw the store frozen")
+        wait_for(lambda: all(_health(r.url)["status"] == "degraded"
+                     and metric(r.url, "imgopt_cache_backend_up", backend="s3") == 0 for r in c.replicas),
+                 "the replicas to see the store frozen", interval=0.1)
         frozen = [_health(r.url) for r in c.replicas]
         mark = len(results)
-        _wait(lambda: len(results) >= mark + 20, "requests served while the store is frozen", timeout=60)
+        wait_for(lambda: len(results) >= mark + 20, "requests served while the store is frozen", timeout=60, interval=0.1)
     finally:
         c.seaweed.send(signal.SIGCONT)
         stop.set()
@@ -237,7 +230,7 @@ def test_store_frozen_then_back_degraded_never_a_5xx(cluster, origin, corpus):
     assert [s for s in results if s >= 500] == []
     assert frozen == [{"status": "degraded", "cache": "s3 unreachable"}] * 3
 
-    _wait(lambda: all(_health(r.url)["status"] == "ok" for r in c.replicas), "replicas saw the store again")
+    wait_for(lambda: all(_health(r.url)["status"] == "ok" for r in c.replicas), "the replicas to see the store again", interval=0.1)
     url = origin.base_url + unique_path(origin, corpus, "test.png")
     assert image(c.replicas[1].url, url, 1080).headers["x-nextjs-cache"] == "MISS"
     assert image(c.replicas[2].url, url, 1080).headers["x-nextjs-cache"] == "HIT"
