@@ -27,6 +27,7 @@ from .patterns import (
 )
 
 DEFAULT_DEVICE_SIZES = (640, 750, 828, 1080, 1200, 1920, 2048, 3840)
+DEFAULT_IMAGE_PATH = "/_next/image"  # images.path: where Next's default loader sends images
 DEFAULT_IMAGE_SIZES = (32, 48, 64, 96, 128, 256, 384)
 DEFAULT_CSP = "script-src 'none'; frame-src 'none'; sandbox;"
 FORMATS = ("image/avif", "image/webp")
@@ -76,7 +77,7 @@ class ImagesConfig:
     # images.path: where Next's default loader sends image requests (the pathname of an absolute
     # URL as the browser sends it, percent-encoded, without a trailing slash; "/" for a host's root). imgopt also answers there, so the
     # loader can point at imgopt itself: path: 'https://img.example.com/optimize'.
-    path: str = "/_next/image"
+    path: str = DEFAULT_IMAGE_PATH
     # next.config's assetPrefix when it is a path ("/cdn"): static imports are then
     # {assetPrefix}/_next/static/media/..., which a folder or bucket source finds under _next/
     # (an http(s) assetPrefix is a remote pattern instead)
@@ -296,7 +297,8 @@ def _image_path(raw: Any) -> str:
     except ValueError:
         raise ConfigError(f"images.path: expected a path starting with / or an http(s) URL, got {json.dumps(raw)}") from None
     pathname = pathname.rstrip("/") or "/"
-    if "{" in unquote(pathname) or "}" in unquote(pathname):  # route parameters to the router
+    decoded = unquote(pathname)
+    if "{" in decoded or "}" in decoded:  # route parameters to the router
         raise ConfigError(f"images.path: braces are not supported, got {json.dumps(raw)}")
     if pathname in RESERVED_PATHS:
         raise ConfigError(f"images.path: {pathname} is imgopt's own route; choose another path")

@@ -71,7 +71,8 @@ _FALLBACK_DEFAULT_CONFIG = {
     }
 }
 
-# Run as `node --input-type=module -e SCRIPT -- <config path> <phase> <fallback defaultConfig>`.
+# Run as `node --input-type=module -e SCRIPT -- <config path> <phase> <fallback defaultConfig>
+# <EXPERIMENTAL_KEYS as JSON>`.
 # Everything the config prints goes to stderr; the answer is one marked line on stdout.
 _SCRIPT = r"""
 import { createRequire } from 'node:module'
@@ -80,7 +81,7 @@ import { spawnSync } from 'node:child_process'
 import path from 'node:path'
 
 const MARKER = '@@imgopt-next-config@@'
-const [file, phase, fallbackJson] = process.argv.slice(1)
+const [file, phase, fallbackJson, experimentalKeysJson] = process.argv.slice(1)
 const send = (obj, code) => process.stdout.write('\n' + MARKER + JSON.stringify(obj) + '\n', () => process.exit(code))
 for (const k of ['log', 'info', 'debug']) console[k] = (...a) => console.error(...a)
 process.env.NODE_ENV ??= 'production'
@@ -127,7 +128,7 @@ try {
           : p)
     }
     const ex = config.experimental && typeof config.experimental === 'object' ? config.experimental : {}
-    const experimental = Object.fromEntries(['imgOptMaxInputPixels', 'imgOptTimeoutInSeconds'].filter((k) => k in ex).map((k) => [k, ex[k]]))
+    const experimental = Object.fromEntries(JSON.parse(experimentalKeysJson).filter((k) => k in ex).map((k) => [k, ex[k]]))
     send({ images, basePath: typeof config.basePath === 'string' ? config.basePath : '', trailingSlash: config.trailingSlash === true, assetPrefix: config.assetPrefix ?? '', experimental }, 0)
   }
 } catch (err) {
@@ -224,9 +225,10 @@ def load_next_config(path: str | os.PathLike[str], *, node: str | None = None,
     if answer.get("assetPrefix") not in (None, "") and "assetPrefix" not in images:
         images = {**images, "assetPrefix": answer["assetPrefix"]}  # likewise (an http(s) one is a remote pattern)
     experimental = answer.get("experimental")
-    for key in EXPERIMENTAL_KEYS:  # Next's limits of its optimizer: imgopt's defaults for the same
-        if isinstance(experimental, dict) and experimental.get(key) is not None and key not in images:
-            images = {**images, key: experimental[key]}
+    if isinstance(experimental, dict):  # Next's limits of its optimizer: imgopt's defaults for the same
+        for key in EXPERIMENTAL_KEYS:
+            if experimental.get(key) is not None and key not in images:
+                images = {**images, key: experimental[key]}
     return images
 
 
@@ -243,7 +245,7 @@ def _evaluate(file: Path, shown: str, node: str | None, timeout: float) -> dict[
     if file.suffix in TS_SUFFIXES:
         flags = _ts_flags(shown, node_version(node))
     argv = [node, "--no-warnings", *flags, "--input-type=module", "-e", _SCRIPT, "--",
-            str(file), PHASE, json.dumps(_FALLBACK_DEFAULT_CONFIG)]
+            str(file), PHASE, json.dumps(_FALLBACK_DEFAULT_CONFIG), json.dumps(EXPERIMENTAL_KEYS)]
     try:
         proc = subprocess.run(argv, cwd=file.parent, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL, encoding="utf-8", errors="replace")

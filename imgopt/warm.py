@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import html
 import re
 import sys
@@ -35,7 +36,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
 
-from .config import FORMATS
+from .config import DEFAULT_IMAGE_PATH, FORMATS
 
 #: The Accept header of a browser that gets each output format (the service negotiates as for
 #: that browser: a server without AVIF answers the first one with what such a browser gets).
@@ -51,9 +52,7 @@ FORMAT_MIME = {"image/avif": "avif", "image/webp": "webp"}
 # never hold a raw space, quote, comma or angle bracket.
 _IN_TEXT = re.compile(r"""(?:https?://[^\s"'<>\\,]+?)?(?:/[^\s"'<>\\?,]*?)?/_next/image/?\?[^\s"'<>\\,]+""")
 _JSON_ESCAPES = re.compile(r"\\u0026|\\u003[cCeE]|\\/")
-DEFAULT_PATH = "/_next/image"
-
-
+@functools.lru_cache(maxsize=4)
 def _custom_in_text(path: str) -> re.Pattern[str]:
     """Image URLs at a custom ``images.path`` inside text (a query that starts with url=, as the
     default loader writes it)."""
@@ -100,7 +99,7 @@ class Summary:
 
 # -- collecting image URLs -------------------------------------------------------------------
 
-def image_path(url: str, path: str = DEFAULT_PATH) -> str | None:
+def image_path(url: str, path: str = DEFAULT_IMAGE_PATH) -> str | None:
     """The path and query of an image URL (any host, any basePath, or at ``images.path``), or
     None if it is not one. With `trailingSlash: true` Next's default loader writes
     ``/_next/image/?…``; it is kept so."""
@@ -108,7 +107,7 @@ def image_path(url: str, path: str = DEFAULT_PATH) -> str | None:
     parts = urlsplit(url)
     if not parts.query:
         return None
-    at_custom = (path != DEFAULT_PATH and parts.query.startswith("url=")
+    at_custom = (path != DEFAULT_IMAGE_PATH and parts.query.startswith("url=")
                  and (unquote(parts.path).rstrip("/") or "/") == unquote(path))
     if at_custom:  # one spelling (encoded, as the browser sends it), the trailing slash kept
         slash = "/" if path != "/" and parts.path.endswith("/") else ""
@@ -151,16 +150,16 @@ class _Collector(HTMLParser):
             self.scripts.append(data)
 
 
-def urls_in_text(text: str, path: str = DEFAULT_PATH) -> list[str]:
+def urls_in_text(text: str, path: str = DEFAULT_IMAGE_PATH) -> list[str]:
     """Image URLs in an RSC payload or a script (JSON-escaped or not)."""
     unescaped = _JSON_ESCAPES.sub(lambda m: {"\\u0026": "&", "\\/": "/"}.get(m.group(0), ""), text)
     found = _IN_TEXT.findall(unescaped)
-    if path != DEFAULT_PATH:
+    if path != DEFAULT_IMAGE_PATH:
         found += _custom_in_text(path).findall(unescaped)
     return found
 
 
-def urls_in_html(text: str, path: str = DEFAULT_PATH) -> list[str]:
+def urls_in_html(text: str, path: str = DEFAULT_IMAGE_PATH) -> list[str]:
     c = _Collector()
     c.feed(text)
     c.close()
@@ -176,7 +175,7 @@ def page_links(sitemap_xml: str) -> list[str]:
     return [el.text.strip() for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "loc" and el.text]
 
 
-async def collect(sources: Iterable[str], client: httpx.AsyncClient, path: str = DEFAULT_PATH) -> list[str]:
+async def collect(sources: Iterable[str], client: httpx.AsyncClient, path: str = DEFAULT_IMAGE_PATH) -> list[str]:
     """Every distinct image path+query the sources use, in the order first seen (``path``: the
     config's ``images.path``, looked for besides /_next/image)."""
     found: dict[str, None] = {}
@@ -319,7 +318,7 @@ async def warm(sources: list[str], *, settings: Any, server: str | None, formats
     and it answers with what it negotiates;
     in this process the defaults are the config, as for ``serve``."""
     async with httpx.AsyncClient(timeout=60) as fetcher:
-        paths = await collect(sources, fetcher, settings.images.path if config_given or not server else DEFAULT_PATH)
+        paths = await collect(sources, fetcher, settings.images.path)  # without a config: the default
     fmts = formats_for(settings.images.formats if config_given or not server else FORMATS, formats)
     variants = [Variant(p, f) for p in paths for f in fmts]
     if not paths:  # a wrong folder or build, or a site whose images do not go through /_next/image
