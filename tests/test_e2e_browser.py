@@ -404,14 +404,21 @@ def start_export(shape: Shape, remote: Origin, tmp: Path) -> Stack:
                  imgopt, remote, stop, {"static": static, "build_s": build_s, "out": out})
 
 
+def build_for_next_start(shape: Shape, env: dict[str, str], next_port: int) -> tuple[float, Path, list[str]]:
+    """A fresh build of the site in the shape's distDir for `next start`: the build's seconds,
+    Next's own image cache folder (emptied), and the command that serves it on next_port."""
+    dist = SITE / env["IMGOPT_E2E_DIST"]
+    shutil.rmtree(dist, ignore_errors=True)
+    build_s = next_build(shape, env)
+    next_images = dist / "cache" / "images"
+    shutil.rmtree(next_images, ignore_errors=True)
+    return build_s, next_images, [need("node", "Node.js"), str(NEXT_BIN), "start", "-H", "127.0.0.1", "-p", str(next_port)]
+
+
 def start_dropin(shape: Shape, remote: Origin, tmp: Path) -> Stack:
     env = shape_env(shape, remote)
-    shutil.rmtree(SITE / env["IMGOPT_E2E_DIST"], ignore_errors=True)
-    build_s = next_build(shape, env)
-    next_images = SITE / env["IMGOPT_E2E_DIST"] / "cache" / "images"
-    shutil.rmtree(next_images, ignore_errors=True)
     next_port = free_port()
-    server = [need("node", "Node.js"), str(NEXT_BIN), "start", "-H", "127.0.0.1", "-p", str(next_port)]
+    build_s, next_images, server = build_for_next_start(shape, env, next_port)
     return behind_nginx(shape, remote, tmp, server, SITE, node_env(**env), next_port,
                         ["--next-config", str(SITE / "next.config.js")], env, next_images, build_s)
 
@@ -427,12 +434,7 @@ def start_images_path(shape: Shape, remote: Origin, tmp: Path) -> Stack:
                           "--origin", f"http://127.0.0.1:{next_port}", *IMGOPT_ARGS)
     env["IMGOPT_E2E_IMAGES_PATH"] = imgopt.url + "/optimize"
     imgopt.env.update(env)  # imgopt evaluates the same next.config.js, so it sees the same path
-    dist = SITE / env["IMGOPT_E2E_DIST"]
-    shutil.rmtree(dist, ignore_errors=True)
-    build_s = next_build(shape, env)
-    next_images = dist / "cache" / "images"
-    shutil.rmtree(next_images, ignore_errors=True)
-    server = [need("node", "Node.js"), str(NEXT_BIN), "start", "-H", "127.0.0.1", "-p", str(next_port)]
+    build_s, next_images, server = build_for_next_start(shape, env, next_port)
     nxt = Proc(server, ARTIFACTS / f"next-start-{shape.id}.log", cwd=SITE, env=node_env(**env))
     try:
         nxt.wait_http(f"http://127.0.0.1:{next_port}{shape.base_path}/")
