@@ -80,6 +80,8 @@ def _metrics(r: dict) -> dict:
         m[f"{k}_p50"] = p["latency"]["p50_ms"]
         m[f"{k}_p95"] = p["latency"]["p95_ms"]
         m[f"{k}_p99"] = p["latency"]["p99_ms"]
+        for fmt, d in (p.get("per_format") or {}).items():  # by the client's Accept (loadgen_common.ACCEPT)
+            m[f"{k}_p99_{fmt}"] = d.get("p99_ms")
         m[f"{k}_err"] = p["errors"] + p.get("not_run", 0)
         m[f"{k}_ok"] = p["ok"]
         m[f"{k}_cpu_ms"] = (p["peer_cpu_s"] * 1000 / p["ok"]) if p.get("ok") and p.get("peer_cpu_s") is not None else None
@@ -181,6 +183,11 @@ TARGETS = [
     ("c2_cpu_ms", "CPU per cold image, c2 (ms)", "lower", 0.67, ("c2_err",)),
     ("c4_cpu_ms", "CPU per cold image, c4 (ms)", "lower", 0.67, ("c4_err",)),
     ("c4_p99", "p99 latency cold c4 (ms)", "lower", 0.5, ("c4_err",)),
+    # The same pass by the client's Accept: browsers (AVIF and WebP), WebP without AVIF, and
+    # neither (the original's type: JPEG, palette PNG). --fast-first changes only the first.
+    ("c4_p99_avif", "p99 cold c4, Accept with AVIF (ms)", "lower", None, ("c4_err",)),
+    ("c4_p99_webp", "p99 cold c4, Accept with WebP only (ms)", "lower", None, ("c4_err",)),
+    ("c4_p99_jpeg", "p99 cold c4, Accept with neither (ms)", "lower", None, ("c4_err",)),
     ("c4_p50", "p50 latency cold c4 (ms)", "lower", None, ("c4_err",)),
     ("warm_rps", "cache hits/s, 1 hot URL, c16 (req/s)", "higher", 1.0, ("warm_err",)),
     ("warm_p99", "cache-hit p99 latency c16 (ms)", "lower", 1.0, ("warm_err",)),

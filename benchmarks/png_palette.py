@@ -7,6 +7,7 @@ Sets: the corpus PNGs x 640/1080/1920 (the cold run's widths), the test suite's 
   python benchmarks/png_palette.py
   python benchmarks/png_palette.py --sizes    # Next / effort 6 / effort 5 by output size
   python benchmarks/png_palette.py --zlib     # effort 5/6 with zlib level 9 instead of 6, every set
+  python benchmarks/png_palette.py --effort   # efforts 3, 4 and 5 at dither 0.25, every set
 """
 
 from __future__ import annotations
@@ -77,6 +78,19 @@ ZLIB_VARIANTS = {
 }
 
 
+EFFORT_VARIANTS = {
+    "Next: effort 7, dither 1.0": dict(effort=7, dither=1.0),
+    "effort 5, dither 0.25 (imgopt)": dict(effort=5, dither=0.25),
+    "effort 4, dither 0.25": dict(effort=4, dither=0.25),
+    "effort 3, dither 0.25": dict(effort=3, dither=0.25),
+    "effort 3, dither 0.1": dict(effort=3, dither=0.1),
+    "effort 3, dither 0.25, Q-10": dict(effort=3, dither=0.25, Q=65),
+    "effort 3, dither 0.25, Q-20": dict(effort=3, dither=0.25, Q=55),
+    "effort 3, dither 0.5": dict(effort=3, dither=0.5),
+    "effort 3, no dither": dict(effort=3, dither=0.0),
+}
+
+
 def _size_sets() -> dict[str, list[pyvips.Image]]:
     """Does effort 5 hold Next's bytes on large outputs, where the quantiser's CPU is?"""
     sets: dict[str, list[pyvips.Image]] = {}
@@ -94,6 +108,8 @@ def main() -> int:
         return _table(_size_sets(), SIZE_VARIANTS)
     if "--zlib" in sys.argv[1:]:
         return _table({**_main_sets(), **_size_sets()}, ZLIB_VARIANTS)
+    if "--effort" in sys.argv[1:]:
+        return _table({**_main_sets(), **_size_sets()}, EFFORT_VARIANTS)
     return _table(_main_sets(), VARIANTS)
 
 
@@ -115,7 +131,7 @@ def _table(sets: dict[str, list[pyvips.Image]], variants: dict[str, dict]) -> in
             b = c = y = 0.0
             for im in ims:
                 t = time.process_time()
-                out = im.pngsave_buffer(palette=True, Q=75, keep="none", **{"compression": 6, **kw})
+                out = im.pngsave_buffer(palette=True, keep="none", **{"Q": 75, "compression": 6, **kw})
                 c += time.process_time() - t
                 b += len(out)
                 y += _ssim_y(im[0:3] if im.bands > 3 else im, out)
