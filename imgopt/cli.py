@@ -161,8 +161,10 @@ OPTIONS: list[tuple[str, Callable[[str], Any], str]] = [
     ("max-connections", _positive_int, "open connections at most; at the cap the longest idle or half-sent one is "
                                        "closed, or 503 when all are busy (default 1024, or half the open-file limit)"),
     ("drain-timeout", _seconds, "seconds in-flight requests get to finish after SIGTERM (default 20)"),
-    ("fast-first", _switch, "answer a cold AVIF request at once in WebP (max-age 60) while the AVIF is made in the "
+    ("fast-first", _switch, "answer a cold AVIF request at once in WebP while the AVIF is made in the "
                             "background; later requests get AVIF (default off)"),
+    ("fast-first-max-age", _positive_int, "--fast-first: the max-age of a WebP answered in place of a cold AVIF, "
+                                          "how long browsers and CDNs may keep it (default 60)"),
 ]
 
 
@@ -236,7 +238,7 @@ def settings_from(values: dict[str, Any]) -> Settings:
     if images.transform_timeout is not None:
         kw["transform_timeout"] = images.transform_timeout
     for key in ("host", "port", "origin", "workers", "queue", "fetch_timeout", "transform_timeout", "max_input_pixels",
-                "metrics_port", "fast_first", "isolation", "worker_max_jobs", "worker_max_rss"):
+                "metrics_port", "fast_first", "fast_first_max_age", "isolation", "worker_max_jobs", "worker_max_rss"):
         if key in values:
             kw[key] = values[key]
     if "local_root" in values and is_bucket_url(values["local_root"]):

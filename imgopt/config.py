@@ -365,6 +365,7 @@ class Settings:
     worker_max_rss: int = 1 << 30  # ... or once its RSS passes this many bytes after a job (0 = no bound)
     max_input_pixels: int = 268_402_689
     fast_first: bool = False  # a cold AVIF is answered at once in WebP while AVIF is made (docs/warm.md)
+    fast_first_max_age: int = 60  # ... with this max-age, so browsers and CDNs ask again soon
     metrics_port: int | None = None  # /metrics on its own port (and not on the main one)
 
     @property

@@ -44,8 +44,6 @@ CRASH_STRIKES = 2  # crashes of one original before it is refused without a work
 
 # Seconds between the first STALE answer for a key and the start of its background refresh.
 REFRESH_DELAY = 0.15
-# --fast-first: how long a WebP answered in place of a cold AVIF may be kept (browser and CDN).
-FAST_FIRST_MAX_AGE = 60
 # --fast-first: how often a deferred AVIF looks for a moment when no other image work waits.
 IDLE_POLL = 0.05
 
@@ -137,7 +135,7 @@ class ImageService:
             self._deferred[key] = task
             task.add_done_callback(functools.partial(self._undefer, key))
         fast = await self.get(dataclasses.replace(req, mime=req.fast_mime, fast_mime=""))
-        return Served(fast.entry, "MISS", max_age=FAST_FIRST_MAX_AGE)
+        return Served(fast.entry, "MISS", max_age=self.settings.fast_first_max_age)
 
     async def _avif_when_idle(self, req: ImageRequest, key: str) -> None:
         """Make a deferred AVIF with spare capacity, one at a time, once no other image work is

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from conftest import ROOT, ImgoptServer, free_port, nginx_conf
+from conftest import ROOT, ImgoptServer, free_port, nginx_conf, wait_for
 
 CDN = ROOT / "deploy" / "cdn"
 
@@ -128,19 +128,29 @@ def site(corpus: Path, tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture(params=["varnish", "nginx"])
-def stack(request: pytest.FixtureRequest, site: Path, tmp_path: Path) -> Iterator[tuple[Cdn, ImgoptServer]]:
-    imgopt = ImgoptServer(tmp_path / "imgopt", IMAGES, "--local-root", str(site)).start()
-    work = tmp_path / request.param
+def cdn_in_front(kind: str, site: Path, tmp_path: Path, *args: str) -> Iterator[tuple[Cdn, ImgoptServer]]:
+    """imgopt (with ``args``) and the ``kind`` recipe in front of it, stopped afterwards."""
+    imgopt = ImgoptServer(tmp_path / "imgopt", IMAGES, "--local-root", str(site), *args).start()
+    work = tmp_path / kind
     work.mkdir()
     try:
-        cdn = (start_varnish if request.param == "varnish" else start_nginx)(work, imgopt.port)
+        cdn = (start_varnish if kind == "varnish" else start_nginx)(work, imgopt.port)
         try:
             yield cdn, imgopt
         finally:
             cdn.stop()
     finally:
         imgopt.stop()
+
+
+@pytest.fixture(params=["varnish", "nginx"])
+def stack(request: pytest.FixtureRequest, site: Path, tmp_path: Path) -> Iterator[tuple[Cdn, ImgoptServer]]:
+    yield from cdn_in_front(request.param, site, tmp_path)
+
+
+@pytest.fixture(params=["varnish", "nginx"])
+def fast_first_stack(request: pytest.FixtureRequest, site: Path, tmp_path: Path) -> Iterator[tuple[Cdn, ImgoptServer]]:
+    yield from cdn_in_front(request.param, site, tmp_path, "--fast-first", "--fast-first-max-age", "1")
 
 
 def image_url(name: str = "/test.jpg", w: int = 640) -> str:
@@ -238,6 +248,38 @@ def test_compressed_bodies_follow_accept_encoding(stack: tuple[Cdn, ImgoptServer
     assert gz.content == plain.content and plain.content[:2] == b"BM"  # httpx decodes gzip
 
 
+def test_fast_first_through_the_cdn(fast_first_stack: tuple[Cdn, ImgoptServer]) -> None:
+    """With --fast-first the CDN keeps the WebP answered in place of a cold AVIF only for its
+    short max-age, then revalidates and takes the AVIF; a client that names AVIF but not WebP
+    never gets that WebP; one AVIF and one WebP encode in all."""
+    from test_fast_first import transforms
+
+    cdn, imgopt = fast_first_stack
+    url = image_url()
+    with httpx.Client(base_url=cdn.url, timeout=60) as client:
+        first = client.get(url, headers={"Accept": BROWSERS["chrome"]})
+        assert first.status_code == 200 and first.headers["content-type"] == "image/webp", first.headers
+        assert first.headers["cache-control"] == "public, max-age=1, must-revalidate"
+        assert "Accept" in first.headers.get("vary", "")
+        avif_only = client.get(url, headers={"Accept": "image/avif"})
+        assert avif_only.status_code == 200 and avif_only.headers["content-type"] == "image/avif"
+        assert avif_only.content[4:12] == b"ftypavif"
+
+        def browsers_get_avif() -> bool:
+            r = client.get(url, headers={"Accept": BROWSERS["firefox"]})
+            assert r.status_code == 200, (r.status_code, r.text[:200])
+            assert r.headers["content-type"] in ("image/webp", "image/avif")
+            return r.headers["content-type"] == "image/avif"
+
+        wait_for(browsers_get_avif, "the CDN to hand browsers the AVIF once the WebP's max-age is over",
+                 timeout=60, interval=0.25)
+        again = client.get(url, headers={"Accept": BROWSERS["safari"]})
+    assert again.headers["content-type"] == "image/avif" and cdn.cache_state(again) == "HIT", again.headers
+    assert again.headers["cache-control"] == "public, max-age=14400, must-revalidate"
+    assert again.content == avif_only.content
+    assert transforms(imgopt.url) == {"avif": 1, "webp": 1}
+
+
 EDGE_FUNCTIONS = r"""
 const fs = require('node:fs')
 const [cloudfront, worker, acceptsJson] = process.argv.slice(1)
@@ -263,17 +305,17 @@ def test_the_cloudfront_function_and_the_worker_normalise_like_the_tested_recipe
     if not node:
         pytest.fail("node is not installed (Node.js >= 20 runs the loader tests too)", pytrace=False)
     import json
-    accepts = {**BROWSERS, "old": "image/webp,*/*", "none": ""}
+    accepts = {**BROWSERS, "old": "image/webp,*/*", "avif-only": "image/avif", "none": ""}
     out = subprocess.run([node, "--input-type=commonjs", "-e", EDGE_FUNCTIONS, str(CDN / "cloudfront-function.js"),
                           str(CDN / "cloudflare-worker.js"), json.dumps(accepts)],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     got = json.loads(out)
-    want = {name: ("image/avif,image/webp" if EXPECTED.get(name) == "image/avif" else
-                   "image/webp" if name == "old" else "") for name in accepts}
+    want = {name: ("image/avif,image/webp" if EXPECTED.get(name) == "image/avif" else "image/avif"
+                   if name == "avif-only" else "image/webp" if name == "old" else "") for name in accepts}
     assert {n: g["cloudfront"] for n, g in got.items()} == want
     assert {n: g["worker"] for n, g in got.items()} == want
     assert not any(g["requestId"] for g in got.values())
     vcl = (CDN / "varnish.vcl").read_text()
     nginx = (CDN / "nginx-cache.conf").read_text()
-    for value in ("image/avif,image/webp", "image/webp"):
+    for value in ("image/avif,image/webp", "image/avif", "image/webp"):
         assert f'"{value}"' in vcl and f'"{value}"' in nginx

@@ -90,6 +90,22 @@ def test_the_flag_and_its_variable(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "imgopt", "serve", "--fast-first", "maybe"], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 2 and "--fast-first: invalid value 'maybe'" in r.stderr
+    assert cli.settings_from(cli.resolve_options(args, {})).fast_first_max_age == 60
+    args = cli.build_parser().parse_args(["serve", "--fast-first", "--fast-first-max-age", "300"])
+    assert cli.settings_from(cli.resolve_options(args, {})).fast_first_max_age == 300
+    args = cli.build_parser().parse_args(["serve"])
+    assert cli.settings_from(cli.resolve_options(args, {"IMGOPT_FAST_FIRST_MAX_AGE": "5"})).fast_first_max_age == 5
+    for bad in ("0", "-1", "soon"):
+        r = subprocess.run([sys.executable, "-m", "imgopt", "serve", "--fast-first-max-age", bad], capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 2 and "--fast-first-max-age" in r.stderr, (bad, r.stderr)
+
+
+def test_the_webp_is_sent_with_the_max_age_given(root: Path, make_server: Any) -> None:
+    srv = make_server(IMAGES, "--local-root", str(root), "--fast-first", "--fast-first-max-age", "15")
+    first = httpx.get(f"{srv.url}/_next/image?url=%2Fa.jpg&w=640&q=75", headers={"Accept": CHROME}, timeout=60)
+    assert first.headers["content-type"] == "image/webp"
+    assert first.headers["cache-control"] == "public, max-age=15, must-revalidate"
 
 
 def test_the_avif_waits_for_a_lull_and_is_made_at_the_lowest_priority(root: Path, make_server: Any,

@@ -6,7 +6,8 @@
 // with node on real browsers' Accept headers.
 export function imgoptAccept(accept) {
   const a = (accept || '').toLowerCase()
-  if (a.includes('image/avif')) return 'image/avif,image/webp'
+  // AVIF alone is kept apart: with --fast-first the first answer to AVIF-and-WebP clients can be a WebP
+  if (a.includes('image/avif')) return a.includes('image/webp') ? 'image/avif,image/webp' : 'image/avif'
   if (a.includes('image/webp')) return 'image/webp'
   return ''
 }
