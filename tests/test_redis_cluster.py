@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from cluster import Cluster, RedisServer, image, metric
+from conftest import wait_for
 from imgopt import cli
 from imgopt.cache import Entry, TieredStore, decode_entry, encode_entry
 from imgopt.stores.disk import DiskStore
@@ -123,6 +124,28 @@ def test_local_tier_is_filled_from_redis(cluster, origin, corpus):
     assert image(cluster.replicas[0].url, url, 256).headers["x-nextjs-cache"] == "HIT"  # from memory
     assert metric(cluster.replicas[0].url, "imgopt_cache_lookups_total", tier="memory", result="hit") == before + 1
     assert origin.hits[path] == 1
+
+
+def test_fast_first_replicas_make_one_avif_between_them(origin, corpus, tmp_path):
+    """--fast-first on replicas sharing Redis: each answers its cold AVIF request with the WebP
+    at once; the AVIFs they defer are one encode between them, which every replica then serves."""
+    chrome = "image/avif,image/webp,image/apng,image/*,*/*;q=0.8"
+    path = unique_path(origin, corpus, "mountains.jpg")
+    url = origin.base_url + path
+    with Cluster(tmp_path, origin.base_url, tiers=("none", "none"), extra=("--fast-first",)) as c:
+        firsts = [image(r.url, url, 1080, accept=chrome) for r in c.replicas]
+        for r in firsts:
+            assert r.status_code == 200 and r.headers["content-type"] == "image/webp", r.headers
+            assert r.headers["cache-control"] == "public, max-age=60, must-revalidate"
+        assert firsts[0].content == firsts[1].content
+        wait_for(lambda: all(image(r.url, url, 1080, accept=chrome).headers["content-type"] == "image/avif"
+                             for r in c.replicas), "every replica to serve the AVIF")
+        later = [image(r.url, url, 1080, accept=chrome) for r in c.replicas]
+        assert all(r.headers["x-nextjs-cache"] == "HIT" for r in later)
+        assert later[0].content == later[1].content and later[0].content[4:12] == b"ftypavif"
+        assert total(c, "imgopt_transform_seconds_count", format="avif") == 1
+        assert total(c, "imgopt_transform_seconds_count", format="webp") == 1
+        assert origin.hits[path] == 2  # the WebP, then the AVIF
 
 
 def test_upstream_error_is_shared_not_repeated(cluster, origin):
