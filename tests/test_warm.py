@@ -9,6 +9,7 @@ export and then checks that every image the browser loads is a HIT.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -67,11 +68,11 @@ def originals(corpus: Path, tmp_path: Path) -> Path:
     return root
 
 
-def run_warm(*args: str, tmp: Path) -> subprocess.CompletedProcess[str]:
+def run_warm(*args: str, tmp: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     cfg = tmp / "images.json"
     cfg.write_text(json.dumps(IMAGES))
     return subprocess.run([sys.executable, "-m", "imgopt", "warm", *args, "--config", str(cfg)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
 
 
 def assert_every_browser_hits(base_url: str, paths: Iterable[str], avif: bool = True) -> None:
@@ -161,6 +162,35 @@ def test_in_process_warm_fills_the_cache_a_server_then_serves_as_hits(site: Path
     # A second run finds everything fresh: it resumes, producing nothing again.
     again = run_warm(str(site), "--local-root", str(originals), "--cache-dir", str(cache), tmp=tmp_path)
     assert again.returncode == 0 and f"({len(EXPECTED) * 2} HIT)" in again.stdout, again.stdout
+
+
+@pytest.mark.parametrize("store", ["redis", "s3"])
+def test_in_process_warm_fills_a_shared_store(store: str, site: Path, originals: Path, tmp_path: Path) -> None:
+    """Warmed in-process into Redis or a bucket (a real redis-server, a real SeaweedFS): a replica
+    started afterwards on that store, with no local tier, answers every browser with a HIT."""
+    from cluster import RedisServer
+    from seaweed import SeaweedFS
+
+    env: dict[str, str] = {}
+    if store == "redis":
+        backend: Any = RedisServer(tmp_path / "redis").start()
+        cache = backend.url
+    else:
+        backend = SeaweedFS(tmp_path / "seaweed").start()
+        backend.put("warm-cache", "created", b"1")
+        env, cache = backend.env(), "s3://warm-cache/variants"
+    try:
+        r = run_warm(str(site), "--local-root", str(originals), "--cache", cache, tmp=tmp_path, env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert f"{len(EXPECTED) * 2} variants, {len(EXPECTED) * 2} ok ({len(EXPECTED) * 2} MISS)" in r.stdout
+        srv = ImgoptServer(tmp_path / "srv", IMAGES, "--local-root", str(originals), "--cache", cache,
+                           "--cache-tier", "none", env=env).start()
+        try:
+            assert_every_browser_hits(srv.url, EXPECTED)
+        finally:
+            srv.stop()
+    finally:
+        backend.stop()
 
 
 def test_warm_through_a_server_from_a_sitemap_and_failures_exit_1(site: Path, originals: Path, make_server: Any,
