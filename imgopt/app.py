@@ -131,6 +131,10 @@ async def image_response(request: Request, served: Served, req: ImageRequest, se
                           else STATIC_CACHE_CONTROL if is_static else f"public, max-age={entry.max_age}, must-revalidate"),
         "ETag": entry.etag,
     }
+    if served.max_age is not None:
+        # --fast-first's early answer: it stands in for this format, which is being made
+        # (`imgopt warm` asks again for it as a client that takes nothing else).
+        headers["X-Imgopt-Deferred"] = req.mime
     if is_fresh(request, entry.etag):
         return Response(status_code=304, headers=headers)
     cfg = settings.images

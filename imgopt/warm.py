@@ -250,7 +250,17 @@ def formats_for(config_formats: Iterable[str], wanted: Iterable[str] | None) -> 
 
 
 async def request_variant(client: httpx.AsyncClient, v: Variant) -> Outcome:
-    headers = {"Accept": FORMAT_ACCEPT[v.fmt]} if FORMAT_ACCEPT[v.fmt] else {}
+    outcome, deferred = await _request(client, v, FORMAT_ACCEPT[v.fmt])
+    if deferred:
+        # A server with --fast-first answered a browser with the WebP and makes this format
+        # later: ask as a client that takes only that format, which waits for it now.
+        outcome, _ = await _request(client, v, deferred)
+    return outcome
+
+
+async def _request(client: httpx.AsyncClient, v: Variant, accept: str) -> tuple[Outcome, str]:
+    """One variant asked with this Accept; and the format an early answer stands in for, or ''."""
+    headers = {"Accept": accept} if accept else {}
     try:
         async with client.stream("GET", v.path, headers=headers) as r:
             n, head = 0, b""
@@ -259,9 +269,11 @@ async def request_variant(client: httpx.AsyncClient, v: Variant) -> Outcome:
                 if r.status_code != 200 and len(head) < 300:
                     head += chunk[:300]
             message = head[:300].decode("utf-8", "replace") if r.status_code != 200 else ""
-            return Outcome(v, r.status_code, n, r.headers.get("x-nextjs-cache", ""), message)
+            deferred = r.headers.get("x-imgopt-deferred", "") if r.status_code == 200 else ""
+            deferred = deferred if deferred in FORMAT_MIME else ""
+            return Outcome(v, r.status_code, n, r.headers.get("x-nextjs-cache", ""), message), deferred
     except httpx.HTTPError as e:
-        return Outcome(v, 0, message=f"{type(e).__name__}: {e}")
+        return Outcome(v, 0, message=f"{type(e).__name__}: {e}"), ""
 
 
 async def run(variants: list[Variant], client: httpx.AsyncClient, concurrency: int,
@@ -338,7 +350,8 @@ async def warm(sources: list[str], *, settings: Any, server: str | None, formats
             async with httpx.AsyncClient(base_url=base, timeout=None) as client:
                 summary = await run(variants, client, concurrency, bar)
         else:
-            async with in_process_client(settings) as client:
+            # every variant now: --fast-first would defer the AVIFs past the end of the run
+            async with in_process_client(settings.with_(fast_first=False)) as client:
                 summary = await run(variants, client, concurrency, bar)
     finally:
         if bar is not None:

@@ -47,6 +47,7 @@ def test_cold_avif_is_answered_in_webp_then_avif(root: Path, make_server: Any) -
     assert first.headers["cache-control"] == "public, max-age=60, must-revalidate"
     assert first.headers["x-nextjs-cache"] == "MISS"
     assert first.headers["vary"] == "Accept"
+    assert first.headers["x-imgopt-deferred"] == "image/avif"
     # An AVIF-only client has nothing faster to take: it joins the AVIF in progress.
     avif_only = httpx.get(url, headers={"Accept": "image/avif"}, timeout=60)
     assert avif_only.status_code == 200 and avif_only.headers["content-type"] == "image/avif"
@@ -54,6 +55,7 @@ def test_cold_avif_is_answered_in_webp_then_avif(root: Path, make_server: Any) -
     assert later.headers["content-type"] == "image/avif" and later.content[4:12] == b"ftypavif"
     assert later.headers["x-nextjs-cache"] == "HIT"
     assert later.headers["cache-control"] == "public, max-age=14400, must-revalidate"
+    assert "x-imgopt-deferred" not in later.headers and "x-imgopt-deferred" not in avif_only.headers
     assert later.content == avif_only.content
     # One AVIF encode however many asked, and the WebP that was answered is cached for WebP clients.
     assert transforms(srv.url) == {"avif": 1, "webp": 1}

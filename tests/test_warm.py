@@ -226,6 +226,36 @@ def test_through_a_server_without_a_config_it_asks_as_browsers_do(site: Path, or
     assert_every_browser_hits(srv.url, EXPECTED, avif="image/avif" in server_formats)
 
 
+@pytest.mark.parametrize("with_config", [True, False])
+def test_a_fast_first_server_is_warmed_with_its_avifs_made_now(with_config: bool, site: Path, originals: Path,
+                                                                  make_server: Any, tmp_path: Path) -> None:
+    """A server with --fast-first answers a browser's cold AVIF request with the WebP and makes
+    the AVIF later; warm asks again as an AVIF-only client, so when it ends every AVIF is made."""
+    srv = make_server(IMAGES, "--local-root", str(originals), "--fast-first")
+    if with_config:
+        r = run_warm(str(site), "--server", srv.url, tmp=tmp_path)
+    else:
+        r = subprocess.run([sys.executable, "-m", "imgopt", "warm", str(site), "--server", srv.url],
+                           capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"{len(EXPECTED) * 2} variants, {len(EXPECTED) * 2} ok" in r.stdout
+    assert_every_browser_hits(srv.url, EXPECTED)
+
+
+def test_in_process_warm_with_the_servers_fast_first_flag_makes_every_avif(site: Path, originals: Path,
+                                                                             tmp_path: Path) -> None:
+    """The same flags as serve, --fast-first among them: in this process every variant is made
+    before warm ends (nothing deferred to a background that ends with it)."""
+    cache = tmp_path / "cache"
+    r = run_warm(str(site), "--local-root", str(originals), "--cache-dir", str(cache), "--fast-first", tmp=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    srv = ImgoptServer(tmp_path / "srv", IMAGES, "--local-root", str(originals), "--cache-dir", str(cache)).start()
+    try:
+        assert_every_browser_hits(srv.url, EXPECTED)
+    finally:
+        srv.stop()
+
+
 def test_dry_run_lists_the_variants(site: Path, tmp_path: Path) -> None:
     r = run_warm(str(site), "--dry-run", "--formats", "avif,original", tmp=tmp_path)
     assert r.returncode == 0, r.stderr
