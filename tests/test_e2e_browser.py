@@ -12,6 +12,8 @@ shape of the matrix
   (under the basePath); imgopt reads local images from ``--local-root out``.
 * **dropin**: ``next start`` with Next's default loader, behind nginx configured with the
   recipe in docs/nextjs.md, run as it is written there (only the ports change).
+* **loader** (webpack, basePath): ``next start`` with no proxy and the imgopt loader, as in
+  the export; imgopt reads local images from the Next server (``--origin``).
 * **path** (Turbopack, basePath): ``next start`` with no proxy and Next's default loader sent
   to imgopt's own address by ``images.path`` (``http://127.0.0.1:PORT/optimize``); imgopt reads
   local images from the Next server (``--origin``).
@@ -92,7 +94,7 @@ VIEWPORTS = {"375@1": (375, 800, 1), "375@2": (375, 800, 2), "1440@1": (1440, 90
 
 @dataclass(frozen=True)
 class Shape:
-    mode: str      # "export" | "dropin" | "path" | "standalone"
+    mode: str      # "export" | "loader" | "dropin" | "path" | "standalone"
     bundler: str   # "turbopack" | "webpack"
     base_path: str  # "" | "/shop"
 
@@ -104,6 +106,8 @@ class Shape:
 SHAPES = [Shape(m, b, bp) for m in ("export", "dropin") for b in ("turbopack", "webpack") for bp in ("", BASE_PATH)]
 # `next start` with no proxy, Next's default loader pointed at imgopt's own URL by images.path
 SHAPES.append(Shape("path", "turbopack", BASE_PATH))
+# `next start` with the imgopt loader (loaderFile, not an export), no proxy
+SHAPES.append(Shape("loader", "webpack", BASE_PATH))
 # `output: 'standalone'` behind the same nginx, imgopt reading only the build's resolved config
 SHAPES.append(Shape("standalone", "turbopack", BASE_PATH))
 
@@ -434,6 +438,27 @@ def start_images_path(shape: Shape, remote: Origin, tmp: Path) -> Stack:
                           "--origin", f"http://127.0.0.1:{next_port}", *IMGOPT_ARGS)
     env["IMGOPT_E2E_IMAGES_PATH"] = imgopt.url + "/optimize"
     imgopt.env.update(env)  # imgopt evaluates the same next.config.js, so it sees the same path
+    return next_start_beside(shape, remote, env, imgopt, next_port, imgopt.url + "/optimize")
+
+
+def start_loader(shape: Shape, remote: Origin, tmp: Path) -> Stack:
+    """`next start` with the imgopt loader (`images.loaderFile`, as in the export, but served by
+    Next): the browser asks imgopt at NEXT_PUBLIC_IMGOPT_URL, imgopt reads local images from
+    the Next server."""
+    env = shape_env(shape, remote)
+    next_port = free_port()
+    # The port is chosen before the build: NEXT_PUBLIC_IMGOPT_URL is baked into the pages.
+    imgopt = ImgoptServer(tmp / "imgopt", None, "--next-config", str(SITE / "next.config.js"),
+                          "--origin", f"http://127.0.0.1:{next_port}", *IMGOPT_ARGS)
+    env["NEXT_PUBLIC_IMGOPT_URL"] = imgopt.url
+    imgopt.env.update(env)
+    return next_start_beside(shape, remote, env, imgopt, next_port, imgopt.url + shape.base_path + "/_next/image")
+
+
+def next_start_beside(shape: Shape, remote: Origin, env: dict[str, str], imgopt: ImgoptServer, next_port: int,
+                      image_endpoint: str) -> Stack:
+    """The site built and served by `next start` on next_port, and imgopt (not started yet)
+    beside it, the browser sending images to image_endpoint."""
     build_s, next_images, server = build_for_next_start(shape, env, next_port)
     nxt = Proc(server, ARTIFACTS / f"next-start-{shape.id}.log", cwd=SITE, env=node_env(**env))
     try:
@@ -448,7 +473,7 @@ def start_images_path(shape: Shape, remote: Origin, tmp: Path) -> Stack:
         nxt.stop()
 
     site = f"http://127.0.0.1:{next_port}"
-    return Stack(shape, site + shape.base_path, site, imgopt.url + "/optimize", imgopt, remote, stop,
+    return Stack(shape, site + shape.base_path, site, image_endpoint, imgopt, remote, stop,
                  {"next_images": next_images, "build_s": build_s, "seen": set()})
 
 
@@ -527,8 +552,8 @@ class Stacks:
         self.close()
         if shape in self.failed:
             pytest.fail(f"{shape.id} could not be started: {self.failed[shape]}", pytrace=False)
-        start = {"export": start_export, "dropin": start_dropin, "path": start_images_path,
-                 "standalone": start_standalone}[shape.mode]
+        start = {"export": start_export, "loader": start_loader, "dropin": start_dropin,
+                 "path": start_images_path, "standalone": start_standalone}[shape.mode]
         try:
             self.current = start(shape, self.remote, self.tmp.mktemp(f"e2e-{shape.id}"))
         except BaseException as e:  # noqa: BLE001 - remembered, so the shape's other cases fail fast

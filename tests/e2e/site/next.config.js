@@ -3,6 +3,7 @@
 //
 //   IMGOPT_E2E_MODE=export   `output: 'export'` + the imgopt loader (loader/index.js); the
 //                            static files go to out/, images to NEXT_PUBLIC_IMGOPT_URL.
+//   IMGOPT_E2E_MODE=loader   `next start` with the imgopt loader: images to NEXT_PUBLIC_IMGOPT_URL.
 //   IMGOPT_E2E_MODE=dropin   `next start` with Next's default loader; a proxy in front sends
 //                            {basePath}/_next/image to imgopt instead of Next.
 //   IMGOPT_E2E_MODE=standalone  the same with `output: 'standalone'` (`node server.js`).
@@ -23,8 +24,8 @@
 const path = require('node:path')
 
 const mode = process.env.IMGOPT_E2E_MODE || 'dropin'
-if (!['export', 'dropin', 'standalone', 'path'].includes(mode)) {
-  throw new Error(`IMGOPT_E2E_MODE must be "export", "dropin", "standalone" or "path", got "${mode}"`)
+if (!['export', 'loader', 'dropin', 'standalone', 'path'].includes(mode)) {
+  throw new Error(`IMGOPT_E2E_MODE must be "export", "loader", "dropin", "standalone" or "path", got "${mode}"`)
 }
 const imagesPath = process.env.IMGOPT_E2E_IMAGES_PATH
 if (mode === 'path' && !imagesPath) {
@@ -51,7 +52,7 @@ const nextConfig = {
   turbopack: { root: repoRoot },
   outputFileTracingRoot: repoRoot,
   images:
-    mode === 'export'
+    mode === 'export' || mode === 'loader'
       ? { ...images, loader: 'custom', loaderFile: '../../../loader/index.js' }
       : mode === 'path'
         ? { ...images, path: imagesPath }
