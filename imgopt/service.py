@@ -135,6 +135,10 @@ class ImageService:
             self._deferred[key] = task
             task.add_done_callback(functools.partial(self._undefer, key))
         fast = await self.get(dataclasses.replace(req, mime=req.fast_mime, fast_mime=""))
+        if fast.entry.mime != req.fast_mime:
+            # Not transcoded (an animation or a type passed through, or the original served as
+            # a fallback): the AVIF request gets these same bytes, so they are not a stand-in.
+            return Served(fast.entry, "MISS")
         return Served(fast.entry, "MISS", max_age=self.settings.fast_first_max_age)
 
     async def _avif_when_idle(self, req: ImageRequest, key: str) -> None:

@@ -74,6 +74,19 @@ def test_static_media_answered_fast_is_not_immutable(root: Path, make_server: An
     assert avif.headers["cache-control"] == "public, max-age=315360000, immutable"
 
 
+def test_an_image_passed_through_is_not_answered_as_a_stand_in(root: Path, corpus: Path, make_server: Any) -> None:
+    """An animated GIF is passed through whatever the Accept: its first answer is what an AVIF
+    request gets too, with the normal max-age and no deferred format."""
+    shutil.copy(corpus / "animated.gif", root / "anim.gif")
+    srv = make_server(IMAGES, "--local-root", str(root), "--fast-first")
+    url = f"{srv.url}/_next/image?url=%2Fanim.gif&w=640&q=75"
+    first = httpx.get(url, headers={"Accept": CHROME}, timeout=60)
+    assert first.status_code == 200 and first.headers["content-type"] == "image/gif"
+    assert first.headers["cache-control"] == "public, max-age=14400, must-revalidate"
+    assert "x-imgopt-deferred" not in first.headers
+    assert first.content == (corpus / "animated.gif").read_bytes()
+
+
 def test_without_the_flag_a_cold_avif_is_waited_for(root: Path, make_server: Any) -> None:
     srv = make_server(IMAGES, "--local-root", str(root))
     r = httpx.get(f"{srv.url}/_next/image?url=%2Fa.jpg&w=640&q=75", headers={"Accept": CHROME}, timeout=60)
