@@ -46,6 +46,10 @@ CRASH_STRIKES = 2  # crashes of one original before it is refused without a work
 REFRESH_DELAY = 0.15
 # --fast-first: how often a deferred AVIF looks for a moment when no other image work waits.
 IDLE_POLL = 0.05
+# --fast-first: AVIFs waiting for a lull at most. Under sustained load they wait for as long as
+# it lasts, so each new cold variant would add one for good; past this many a cold AVIF request
+# is still answered with the WebP, and a later request for it defers its AVIF once there is room.
+DEFERRED_MAX = 1024
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,7 @@ class ImageService:
         """No AVIF of this variant yet: this request is answered with the WebP variant (from the
         cache, or made now) with a short max-age, so that browsers and CDNs ask again soon, and
         the AVIF (the slowest encode by far) is made in the background with spare capacity."""
-        if key not in self._flights and key not in self._deferred:
+        if key not in self._flights and key not in self._deferred and len(self._deferred) < DEFERRED_MAX:
             task = asyncio.ensure_future(self._avif_when_idle(req, key))
             self._deferred[key] = task
             task.add_done_callback(functools.partial(self._undefer, key))

@@ -87,6 +87,46 @@ def test_an_image_passed_through_is_not_answered_as_a_stand_in(root: Path, corpu
     assert first.content == (corpus / "animated.gif").read_bytes()
 
 
+def test_the_avifs_waiting_for_a_lull_are_bounded(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under sustained load deferred AVIFs wait as long as it lasts: past DEFERRED_MAX of them a
+    cold AVIF request still gets the WebP at once, and defers nothing (memory stays bounded);
+    those deferred are made once there is room."""
+    import asyncio
+
+    from imgopt import service as service_module
+    from imgopt.app import create_app
+    from imgopt.config import ImagesConfig, Settings
+
+    monkeypatch.setattr(service_module, "DEFERRED_MAX", 3)
+    settings = Settings(images=ImagesConfig(formats=("image/avif", "image/webp")), local_root=root,
+                        cache_dir=tmp_path / "cache", fast_first=True, isolation="thread", workers=1)
+    widths = (32, 48, 64, 96, 128)
+
+    async def main() -> None:
+        app = create_app(settings)
+        service = app.state.service
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://imgopt.test") as client:
+                await service._background.acquire()  # as under load: no deferred AVIF may start
+                for w in widths:
+                    r = await client.get(f"/_next/image?url=%2Fa.jpg&w={w}&q=75", headers={"Accept": CHROME})
+                    assert r.status_code == 200 and r.headers["content-type"] == "image/webp"
+                    assert r.headers["cache-control"] == "public, max-age=60, must-revalidate"
+                assert len(service._deferred) == 3
+                service._background.release()
+                for _ in range(600):  # the three are made one after another
+                    if not service._deferred:
+                        break
+                    await asyncio.sleep(0.05)
+                assert not service._deferred
+                got = [(await client.get(f"/_next/image?url=%2Fa.jpg&w={w}&q=75", headers={"Accept": CHROME}))
+                       .headers["content-type"] for w in widths]
+                assert got == ["image/avif"] * 3 + ["image/webp"] * 2
+
+    asyncio.run(main())
+
+
 def test_without_the_flag_a_cold_avif_is_waited_for(root: Path, make_server: Any) -> None:
     srv = make_server(IMAGES, "--local-root", str(root))
     r = httpx.get(f"{srv.url}/_next/image?url=%2Fa.jpg&w=640&q=75", headers={"Accept": CHROME}, timeout=60)
