@@ -92,7 +92,11 @@ class ImageService:
         no_cache = settings.cache == "disk" and settings.cache_size == 0
         self.memory = MemoryTier(0 if no_cache else settings.memory_cache_size)
         self._flights: SingleFlight[Entry] = SingleFlight()
-        # --fast-first: AVIFs to make with spare capacity, one at a time
+        # --fast-first: AVIFs to make with spare capacity, one at a time. Without a cache there
+        # is nowhere to keep them for the next request, so the flag does nothing.
+        self.fast_first = settings.fast_first and not no_cache
+        if settings.fast_first and no_cache:
+            log.warning("--fast-first does nothing with --cache-size 0: no AVIF made later could be kept")
         self._deferred: dict[str, asyncio.Task[None]] = {}
         self._background = asyncio.Semaphore(1)
         # Originals that crashed a worker: asked for again soon, they get the same 500 at once
@@ -125,7 +129,7 @@ class ImageService:
                 refresh = self._flights.run(key, lambda: self._refresh(req, key, entry))
                 refresh.add_done_callback(_quiet)
             return Served(entry, "STALE")
-        if self.settings.fast_first and req.fast_mime and not req.placeholder:
+        if self.fast_first and req.fast_mime and not req.placeholder:
             return await self._fast_first(req, key)
         fresh = await self._flights.run(key, lambda: self.coordinator.run(key, None, lambda: self._produce(req, key, None)))
         return Served(fresh, "MISS")

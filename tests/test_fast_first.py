@@ -127,6 +127,16 @@ def test_the_avifs_waiting_for_a_lull_are_bounded(root: Path, tmp_path: Path, mo
     asyncio.run(main())
 
 
+def test_without_a_cache_the_flag_does_nothing(root: Path, make_server: Any) -> None:
+    """With --cache-size 0 no AVIF made later could be kept for the next request: the flag is
+    ignored (with a warning) rather than making AVIFs nobody gets."""
+    srv = make_server(IMAGES, "--local-root", str(root), "--fast-first", "--cache-size", "0")
+    r = httpx.get(f"{srv.url}/_next/image?url=%2Fa.jpg&w=640&q=75", headers={"Accept": CHROME}, timeout=60)
+    assert r.headers["content-type"] == "image/avif" and "x-imgopt-deferred" not in r.headers
+    assert transforms(srv.url) == {"avif": 1}
+    srv.wait_for_log("--fast-first does nothing with --cache-size 0")
+
+
 def test_without_the_flag_a_cold_avif_is_waited_for(root: Path, make_server: Any) -> None:
     srv = make_server(IMAGES, "--local-root", str(root))
     r = httpx.get(f"{srv.url}/_next/image?url=%2Fa.jpg&w=640&q=75", headers={"Accept": CHROME}, timeout=60)
