@@ -256,6 +256,46 @@ def test_in_process_warm_with_the_servers_fast_first_flag_makes_every_avif(site:
         srv.stop()
 
 
+def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(site: Path, originals: Path, tmp_path: Path) -> None:
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    cfg = tmp_path / "images.json"
+    cfg.write_text(json.dumps(IMAGES))
+    master, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))  # 30 rows, 100 columns
+    seen: list[bytes] = []
+
+    def read_terminal() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every writer has closed the terminal
+                return
+            if not data:
+                return
+            seen.append(data)
+
+    reader = threading.Thread(target=read_terminal, daemon=True)
+    reader.start()
+    argv = [sys.executable, "-m", "imgopt", "warm", str(site), "--config", str(cfg), "--local-root", str(originals),
+            "--cache-dir", str(tmp_path / "cache")]
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=terminal, stdin=subprocess.DEVNULL, timeout=600)
+    os.close(terminal)
+    reader.join(30)
+    os.close(master)
+    n = len(EXPECTED) * 2
+    assert proc.returncode == 0
+    bar = b"".join(seen).decode("utf-8", "replace")
+    assert f"{n}/{n}" in bar and "variant/s" in bar, bar
+    assert b"variant/s" not in proc.stdout and f"imgopt warm: {n} variants".encode() in proc.stdout
+    piped = run_warm(str(site), "--local-root", str(originals), "--cache-dir", str(tmp_path / "cache"), tmp=tmp_path)
+    assert piped.returncode == 0 and "variant/s" not in piped.stderr + piped.stdout
+
+
 def test_dry_run_lists_the_variants(site: Path, tmp_path: Path) -> None:
     r = run_warm(str(site), "--dry-run", "--formats", "avif,original", tmp=tmp_path)
     assert r.returncode == 0, r.stderr
