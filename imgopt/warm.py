@@ -46,6 +46,11 @@ FORMAT_ACCEPT = {
     "original": "",
 }
 FORMAT_MIME = {"image/avif": "avif", "image/webp": "webp"}
+#: A variant the server refuses as busy (503 with Retry-After: its workers and queue are full,
+#: from this run or from live traffic) is asked again after that many seconds (at most
+#: BUSY_WAIT_MAX each time), for up to BUSY_RETRY_SECONDS in all; then it counts as failed.
+BUSY_RETRY_SECONDS = 120.0
+BUSY_WAIT_MAX = 10.0
 
 # An image URL inside text (RSC payloads, scripts): optional scheme://host, optional basePath,
 # /_next/image (with Next's trailing slash under `trailingSlash: true`), a query. Loader URLs
@@ -73,6 +78,7 @@ class Outcome:
     nbytes: int = 0
     cache: str = ""
     message: str = ""
+    busy: int = 0  # 503s (server busy) before this answer
 
 
 @dataclass
@@ -90,8 +96,10 @@ class Summary:
         for o in ok:
             by_state[o.cache or "?"] = by_state.get(o.cache or "?", 0) + 1
         states = ", ".join(f"{n} {s}" for s, n in sorted(by_state.items()))
+        busy = sum(o.busy for o in self.outcomes)
         lines = [f"imgopt warm: {len(self.outcomes)} variants, {len(ok)} ok ({states or 'none'}), "
-                 f"{sum(o.nbytes for o in ok):,} bytes, {len(self.failures)} failed, {self.seconds:.1f} s"]
+                 f"{sum(o.nbytes for o in ok):,} bytes, {len(self.failures)} failed, {self.seconds:.1f} s"
+                 + (f" ({busy} asked again after the server said it was busy)" if busy else "")]
         for o in self.failures:
             lines.append(f"  FAILED {o.status} {o.variant.fmt} {o.variant.path}: {o.message}")
         return "\n".join(lines)
@@ -250,16 +258,38 @@ def formats_for(config_formats: Iterable[str], wanted: Iterable[str] | None) -> 
 
 
 async def request_variant(client: httpx.AsyncClient, v: Variant) -> Outcome:
-    outcome, deferred = await _request(client, v, FORMAT_ACCEPT[v.fmt])
+    outcome, deferred = await _ask(client, v, FORMAT_ACCEPT[v.fmt])
     if deferred:
         # A server with --fast-first answered a browser with the WebP and makes this format
         # later: ask as a client that takes only that format, which waits for it now.
-        outcome, _ = await _request(client, v, deferred)
+        outcome, _ = await _ask(client, v, deferred)
     return outcome
 
 
-async def _request(client: httpx.AsyncClient, v: Variant, accept: str) -> tuple[Outcome, str]:
-    """One variant asked with this Accept; and the format an early answer stands in for, or ''."""
+async def _ask(client: httpx.AsyncClient, v: Variant, accept: str) -> tuple[Outcome, str]:
+    """One variant, asked again while the server answers 503 with Retry-After."""
+    give_up = time.monotonic() + BUSY_RETRY_SECONDS
+    busy = 0
+    while True:
+        outcome, deferred, retry_after = await _request(client, v, accept)
+        if outcome.status != 503 or retry_after is None or time.monotonic() + retry_after > give_up:
+            outcome.busy = busy
+            return outcome, deferred
+        busy += 1
+        await asyncio.sleep(retry_after)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (at most BUSY_WAIT_MAX), or None when absent or a date."""
+    try:
+        return min(max(float(value or ""), 0.0), BUSY_WAIT_MAX)
+    except ValueError:
+        return None
+
+
+async def _request(client: httpx.AsyncClient, v: Variant, accept: str) -> tuple[Outcome, str, float | None]:
+    """One variant asked with this Accept; the format an early answer stands in for, or '';
+    and a 503's Retry-After."""
     headers = {"Accept": accept} if accept else {}
     try:
         async with client.stream("GET", v.path, headers=headers) as r:
@@ -271,9 +301,10 @@ async def _request(client: httpx.AsyncClient, v: Variant, accept: str) -> tuple[
             message = head[:300].decode("utf-8", "replace") if r.status_code != 200 else ""
             deferred = r.headers.get("x-imgopt-deferred", "") if r.status_code == 200 else ""
             deferred = deferred if deferred in FORMAT_MIME else ""
-            return Outcome(v, r.status_code, n, r.headers.get("x-nextjs-cache", ""), message), deferred
+            retry_after = _retry_after(r.headers.get("retry-after")) if r.status_code == 503 else None
+            return Outcome(v, r.status_code, n, r.headers.get("x-nextjs-cache", ""), message), deferred, retry_after
     except httpx.HTTPError as e:
-        return Outcome(v, 0, message=f"{type(e).__name__}: {e}"), ""
+        return Outcome(v, 0, message=f"{type(e).__name__}: {e}"), "", None
 
 
 async def run(variants: list[Variant], client: httpx.AsyncClient, concurrency: int,

@@ -296,6 +296,35 @@ def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(site: Path, original
     assert piped.returncode == 0 and "variant/s" not in piped.stderr + piped.stdout
 
 
+def test_warm_asks_again_while_the_server_is_busy(site: Path, originals: Path, make_server: Any,
+                                                  tmp_path: Path) -> None:
+    """A server whose workers and queue are full answers 503 with Retry-After; warm asks again
+    after that long instead of counting the variant as failed."""
+    from conftest import wait_for
+    from test_isolation import HOOKS, in_background, marked, metric
+
+    release = tmp_path / "release"
+    (originals / "held.png").write_bytes(marked(f"IMGOPT-TEST-WAIT:{release};1"))
+    srv = make_server(IMAGES, "--local-root", str(originals), "--workers", "1", "--queue", "0", env=HOOKS)
+    thread, _out = in_background(lambda: srv.get("/held.png", 64, 75))
+    wait_for(lambda: metric(srv, "imgopt_pool_running") == 1, "the only worker held")
+    cfg = tmp_path / "images.json"
+    cfg.write_text(json.dumps(IMAGES))
+    warm_run = subprocess.Popen([sys.executable, "-m", "imgopt", "warm", str(site), "--server", srv.url,
+                                 "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: metric(srv, "imgopt_http_requests_total", status="503") >= 1, "warm to be told 503")
+    finally:
+        release.write_bytes(b"")
+    out, err = warm_run.communicate(timeout=600)
+    thread.join(30)
+    n = len(EXPECTED) * 2
+    assert warm_run.returncode == 0, out + err
+    assert f"{n} variants, {n} ok" in out and " 0 failed" in out
+    assert "asked again after the server said it was busy" in out
+    assert_every_browser_hits(srv.url, EXPECTED)
+
+
 def test_dry_run_lists_the_variants(site: Path, tmp_path: Path) -> None:
     r = run_warm(str(site), "--dry-run", "--formats", "avif,original", tmp=tmp_path)
     assert r.returncode == 0, r.stderr
