@@ -147,7 +147,8 @@ class ImageService:
             # Not transcoded (an animation or a type passed through, or the original served as
             # a fallback): the AVIF request gets these same bytes, so they are not a stand-in.
             return Served(fast.entry, "MISS")
-        return Served(fast.entry, "MISS", max_age=self.settings.fast_first_max_age)
+        # never kept longer than the image itself may be (a short upstream max-age)
+        return Served(fast.entry, "MISS", max_age=min(self.settings.fast_first_max_age, fast.entry.max_age))
 
     async def _avif_when_idle(self, req: ImageRequest, key: str) -> None:
         """Make a deferred AVIF with spare capacity, one at a time, once no other image work is

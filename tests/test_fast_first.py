@@ -127,6 +127,19 @@ def test_the_avifs_waiting_for_a_lull_are_bounded(root: Path, tmp_path: Path, mo
     asyncio.run(main())
 
 
+def test_the_early_answer_is_never_kept_longer_than_the_image_may_be(origin: Any, corpus: Path, make_server: Any) -> None:
+    """An upstream max-age of 10 s with minimumCacheTTL 0: the early WebP says 10, not 60."""
+    images = {**IMAGES, "minimumCacheTTL": 0, "remotePatterns": [{"protocol": "http", "hostname": "127.0.0.1"}],
+              "dangerouslyAllowLocalIP": True}
+    srv = make_server(images, "--fast-first")
+    src = f"{origin.base_url}/test.jpg?cc=public,max-age=10"
+    r = httpx.get(f"{srv.url}/_next/image", params={"url": src, "w": "640", "q": "75"}, headers={"Accept": CHROME},
+                  timeout=60)
+    assert r.status_code == 200 and r.headers["content-type"] == "image/webp", r.text[:200]
+    assert r.headers["cache-control"] == "public, max-age=10, must-revalidate"
+    assert r.headers["x-imgopt-deferred"] == "image/avif"
+
+
 def test_without_a_cache_the_flag_does_nothing(root: Path, make_server: Any) -> None:
     """With --cache-size 0 no AVIF made later could be kept for the next request: the flag is
     ignored (with a warning) rather than making AVIFs nobody gets."""
