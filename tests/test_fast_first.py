@@ -87,44 +87,59 @@ def test_an_image_passed_through_is_not_answered_as_a_stand_in(root: Path, corpu
     assert first.content == (corpus / "animated.gif").read_bytes()
 
 
-def test_the_avifs_waiting_for_a_lull_are_bounded(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+BOUNDED_DEFERRALS = r"""
+import asyncio, sys
+from pathlib import Path
+
+import httpx
+
+from imgopt import service as service_module
+from imgopt.app import create_app
+from imgopt.config import ImagesConfig, Settings
+
+service_module.DEFERRED_MAX = 3
+root, cache, chrome = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+settings = Settings(images=ImagesConfig(formats=("image/avif", "image/webp")), local_root=root, cache_dir=cache,
+                    fast_first=True, isolation="thread", workers=1)
+widths = (32, 48, 64, 96, 128)
+
+
+async def main() -> None:
+    app = create_app(settings)
+    service = app.state.service
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://imgopt.test") as client:
+            await service._background.acquire()  # as under load: no deferred AVIF may start
+            for w in widths:
+                r = await client.get(f"/_next/image?url=%2Fa.jpg&w={w}&q=75", headers={"Accept": chrome})
+                assert r.status_code == 200 and r.headers["content-type"] == "image/webp", r.headers
+                assert r.headers["cache-control"] == "public, max-age=60, must-revalidate"
+            assert len(service._deferred) == 3, len(service._deferred)
+            service._background.release()
+            for _ in range(600):  # the three are made one after another
+                if not service._deferred:
+                    break
+                await asyncio.sleep(0.05)
+            assert not service._deferred, len(service._deferred)
+            got = [(await client.get(f"/_next/image?url=%2Fa.jpg&w={w}&q=75", headers={"Accept": chrome}))
+                   .headers["content-type"] for w in widths]
+            assert got == ["image/avif"] * 3 + ["image/webp"] * 2, got
+    print("bounded ok")
+
+
+asyncio.run(main())
+"""
+
+
+def test_the_avifs_waiting_for_a_lull_are_bounded(root: Path, tmp_path: Path) -> None:
     """Under sustained load deferred AVIFs wait as long as it lasts: past DEFERRED_MAX of them a
     cold AVIF request still gets the WebP at once, and defers nothing (memory stays bounded);
-    those deferred are made once there is room."""
-    import asyncio
-
-    from imgopt import service as service_module
-    from imgopt.app import create_app
-    from imgopt.config import ImagesConfig, Settings
-
-    monkeypatch.setattr(service_module, "DEFERRED_MAX", 3)
-    settings = Settings(images=ImagesConfig(formats=("image/avif", "image/webp")), local_root=root,
-                        cache_dir=tmp_path / "cache", fast_first=True, isolation="thread", workers=1)
-    widths = (32, 48, 64, 96, 128)
-
-    async def main() -> None:
-        app = create_app(settings)
-        service = app.state.service
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://imgopt.test") as client:
-                await service._background.acquire()  # as under load: no deferred AVIF may start
-                for w in widths:
-                    r = await client.get(f"/_next/image?url=%2Fa.jpg&w={w}&q=75", headers={"Accept": CHROME})
-                    assert r.status_code == 200 and r.headers["content-type"] == "image/webp"
-                    assert r.headers["cache-control"] == "public, max-age=60, must-revalidate"
-                assert len(service._deferred) == 3
-                service._background.release()
-                for _ in range(600):  # the three are made one after another
-                    if not service._deferred:
-                        break
-                    await asyncio.sleep(0.05)
-                assert not service._deferred
-                got = [(await client.get(f"/_next/image?url=%2Fa.jpg&w={w}&q=75", headers={"Accept": CHROME}))
-                       .headers["content-type"] for w in widths]
-                assert got == ["image/avif"] * 3 + ["image/webp"] * 2
-
-    asyncio.run(main())
+    those deferred are made once there is room. In-process, so in a process of its own: the
+    service sets libvips up for the whole process (which loaders it may use)."""
+    r = subprocess.run([sys.executable, "-c", BOUNDED_DEFERRALS, str(root), str(tmp_path / "cache"), CHROME],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "bounded ok" in r.stdout, r.stdout + r.stderr
 
 
 def test_the_early_answer_is_never_kept_longer_than_the_image_may_be(origin: Any, corpus: Path, make_server: Any) -> None:
