@@ -57,6 +57,8 @@ BUSY_WAIT_MAX = 10.0
 # never hold a raw space, quote, comma or angle bracket.
 _IN_TEXT = re.compile(r"""(?:https?://[^\s"'<>\\,]+?)?(?:/[^\s"'<>\\?,]*?)?/_next/image/?\?[^\s"'<>\\,]+""")
 _JSON_ESCAPES = re.compile(r"\\u0026|\\u003[cCeE]|\\/")
+
+
 @functools.lru_cache(maxsize=4)
 def _custom_in_text(path: str) -> re.Pattern[str]:
     """Image URLs at a custom ``images.path`` inside text (a query that starts with url=, as the
