@@ -68,11 +68,16 @@ def originals(corpus: Path, tmp_path: Path) -> Path:
     return root
 
 
-def run_warm(*args: str, tmp: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def warm_argv(*args: str, tmp: Path) -> list[str]:
+    """`imgopt warm ARGS --config` the test's images settings (written into tmp)."""
     cfg = tmp / "images.json"
     cfg.write_text(json.dumps(IMAGES))
-    return subprocess.run([sys.executable, "-m", "imgopt", "warm", *args, "--config", str(cfg)],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+    return [sys.executable, "-m", "imgopt", "warm", *args, "--config", str(cfg)]
+
+
+def run_warm(*args: str, tmp: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(warm_argv(*args, tmp=tmp), capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
 
 
 def assert_every_browser_hits(base_url: str, paths: Iterable[str], avif: bool = True) -> None:
@@ -149,16 +154,21 @@ def test_an_images_path_written_raw_or_encoded_is_one_url() -> None:
         "/bilder/gr%C3%B6%C3%9Fe?url=%2Fa.jpg&w=640&q=75"}
 
 
+def assert_a_server_on_it_hits(tmp: Path, originals: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    """A server started on the warmed cache (``args``) answers every browser with a HIT."""
+    srv = ImgoptServer(tmp / "srv", IMAGES, "--local-root", str(originals), *args, env=env).start()
+    try:
+        assert_every_browser_hits(srv.url, EXPECTED)
+    finally:
+        srv.stop()
+
+
 def test_in_process_warm_fills_the_cache_a_server_then_serves_as_hits(site: Path, originals: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     r = run_warm(str(site), "--local-root", str(originals), "--cache-dir", str(cache), tmp=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"{len(EXPECTED) * 2} variants, {len(EXPECTED) * 2} ok ({len(EXPECTED) * 2} MISS)" in r.stdout
-    srv = ImgoptServer(tmp_path / "srv", IMAGES, "--local-root", str(originals), "--cache-dir", str(cache)).start()
-    try:
-        assert_every_browser_hits(srv.url, EXPECTED)
-    finally:
-        srv.stop()
+    assert_a_server_on_it_hits(tmp_path, originals, "--cache-dir", str(cache))
     # A second run finds everything fresh: it resumes, producing nothing again.
     again = run_warm(str(site), "--local-root", str(originals), "--cache-dir", str(cache), tmp=tmp_path)
     assert again.returncode == 0 and f"({len(EXPECTED) * 2} HIT)" in again.stdout, again.stdout
@@ -183,12 +193,7 @@ def test_in_process_warm_fills_a_shared_store(store: str, site: Path, originals:
         r = run_warm(str(site), "--local-root", str(originals), "--cache", cache, tmp=tmp_path, env=env)
         assert r.returncode == 0, r.stdout + r.stderr
         assert f"{len(EXPECTED) * 2} variants, {len(EXPECTED) * 2} ok ({len(EXPECTED) * 2} MISS)" in r.stdout
-        srv = ImgoptServer(tmp_path / "srv", IMAGES, "--local-root", str(originals), "--cache", cache,
-                           "--cache-tier", "none", env=env).start()
-        try:
-            assert_every_browser_hits(srv.url, EXPECTED)
-        finally:
-            srv.stop()
+        assert_a_server_on_it_hits(tmp_path, originals, "--cache", cache, "--cache-tier", "none", env=env)
     finally:
         backend.stop()
 
@@ -249,11 +254,7 @@ def test_in_process_warm_with_the_servers_fast_first_flag_makes_every_avif(site:
     cache = tmp_path / "cache"
     r = run_warm(str(site), "--local-root", str(originals), "--cache-dir", str(cache), "--fast-first", tmp=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
-    srv = ImgoptServer(tmp_path / "srv", IMAGES, "--local-root", str(originals), "--cache-dir", str(cache)).start()
-    try:
-        assert_every_browser_hits(srv.url, EXPECTED)
-    finally:
-        srv.stop()
+    assert_a_server_on_it_hits(tmp_path, originals, "--cache-dir", str(cache))
 
 
 def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(site: Path, originals: Path, tmp_path: Path) -> None:
@@ -263,8 +264,6 @@ def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(site: Path, original
     import termios
     import threading
 
-    cfg = tmp_path / "images.json"
-    cfg.write_text(json.dumps(IMAGES))
     master, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))  # 30 rows, 100 columns
     seen: list[bytes] = []
@@ -281,8 +280,7 @@ def test_a_terminal_gets_a_progress_bar_and_a_pipe_does_not(site: Path, original
 
     reader = threading.Thread(target=read_terminal, daemon=True)
     reader.start()
-    argv = [sys.executable, "-m", "imgopt", "warm", str(site), "--config", str(cfg), "--local-root", str(originals),
-            "--cache-dir", str(tmp_path / "cache")]
+    argv = warm_argv(str(site), "--local-root", str(originals), "--cache-dir", str(tmp_path / "cache"), tmp=tmp_path)
     proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=terminal, stdin=subprocess.DEVNULL, timeout=600)
     os.close(terminal)
     reader.join(30)
@@ -308,10 +306,8 @@ def test_warm_asks_again_while_the_server_is_busy(site: Path, originals: Path, m
     srv = make_server(IMAGES, "--local-root", str(originals), "--workers", "1", "--queue", "0", env=HOOKS)
     thread, _out = in_background(lambda: srv.get("/held.png", 64, 75))
     wait_for(lambda: metric(srv, "imgopt_pool_running") == 1, "the only worker held")
-    cfg = tmp_path / "images.json"
-    cfg.write_text(json.dumps(IMAGES))
-    warm_run = subprocess.Popen([sys.executable, "-m", "imgopt", "warm", str(site), "--server", srv.url,
-                                 "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    warm_run = subprocess.Popen(warm_argv(str(site), "--server", srv.url, tmp=tmp_path), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: metric(srv, "imgopt_http_requests_total", status="503") >= 1, "warm to be told 503")
     finally:
